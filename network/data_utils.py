@@ -1,0 +1,300 @@
+"""Load and prepare CIFAR-100 (the official "python version").
+
+The data folder holds the official files ``meta``, ``train`` and ``test``
+(the lab manual's layout). When they are missing, the official archive is
+downloaded, checked and unpacked there.
+
+Usage:
+
+    from network.data_utils import load_cifar100, preprocess_data
+    data = load_cifar100("data")               # uint8 NHWC images + labels + names
+    x, y = preprocess_data(get_raw_data_set("data/train"), 100)   # the lab's API
+"""
+
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from network.cli import LabError
+
+NUM_CLASSES = 100
+NUM_SUPERCLASSES = 20
+IMAGE_SHAPE = (32, 32, 3)
+
+ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+ARCHIVE_MD5 = "eb9058c3a382ffc7106e4002c42a8d85"
+FILE_MD5 = {
+    "meta": "7973b15100ade9c7d40fb424638fde48",
+    "train": "16019d7e3df5f24257cddd939b257f8d",
+    "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+}
+CITATION = "Alex Krizhevsky, Learning Multiple Layers of Features from Tiny Images, 2009."
+
+
+# --- Reading the pickles safely -------------------------------------------------
+
+# The only globals the official files (and NumPy re-pickles of them) refer to.
+# Everything else a pickle may name (os.system, eval, ...) is refused, so a
+# crafted file cannot run code.
+_NUMPY_RECONSTRUCT = ("numpy.core.multiarray", "numpy._core.multiarray")
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): __import__("codecs").encode,  # bytes in protocol-2 pickles
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "bytearray"): bytearray,
+    ("builtins", "complex"): complex,
+    ("__builtin__", "set"): set,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module in _NUMPY_RECONSTRUCT and name == "_reconstruct":
+            from numpy._core.multiarray import _reconstruct
+
+            return _reconstruct
+        if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
+            from numpy._core.numeric import _frombuffer
+
+            return _frombuffer
+        if (module, name) in _ALLOWED_GLOBALS:
+            return _ALLOWED_GLOBALS[(module, name)]
+        raise pickle.UnpicklingError(f"refusing to load '{module}.{name}'")
+
+
+def get_raw_data_set(file_name):
+    """Load one CIFAR-100 pickle (``meta``, ``train`` or ``test``) as a dict.
+
+    Only plain data and NumPy arrays are admitted: anything else in the file
+    is refused with ``LabError`` and never executed.
+    """
+    path = Path(file_name)
+    if not path.is_file():
+        raise LabError(f"{path} not found: put the CIFAR-100 files 'meta', 'train', 'test' "
+                       f"in {path.parent} (see README.md)")
+    try:
+        with open(path, "rb") as f:
+            raw = _RestrictedUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        if "refusing" in str(err):
+            raise LabError(f"{path} is not a CIFAR-100 data file ({err}); "
+                           "nothing from it was run. Replace it with the official file") from None
+        raise LabError(f"{path} is corrupted ({err}): delete it and copy or download "
+                       "the official file again") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, OSError,
+            MemoryError) as err:
+        raise LabError(f"{path} is truncated or corrupted ({type(err).__name__}): delete it "
+                       "and copy or download the official file again") from None
+    if not isinstance(raw, dict):
+        raise LabError(f"{path} does not hold a CIFAR-100 dictionary")
+    return raw
+
+
+# --- The lab's preprocessing -----------------------------------------------------
+
+def to_images(flat):
+    """(N, 3072) rows in CIFAR's channel-first order -> (N, 32, 32, 3) NHWC uint8."""
+    return np.ascontiguousarray(flat.reshape(len(flat), 3, 32, 32).transpose(0, 2, 3, 1))
+
+
+def scale_images(images):
+    """uint8 images -> float32 in [0, 1] (half the memory of the manual's float64)."""
+    return images.astype(np.float32) / np.float32(255)
+
+
+def one_hot(labels, num_class):
+    """Integer labels -> float32 one-hot rows (a vectorised ``to_categorical``)."""
+    return np.eye(num_class, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+
+
+def preprocess_data(raw_data, num_class):
+    """The lab's preprocessing: NHWC images in [0, 1] and one-hot fine labels.
+
+    ``raw_data`` is the dict returned by :func:`get_raw_data_set`.
+    """
+    x_data = to_images(np.asarray(raw_data["data"]))
+    y_data = one_hot(raw_data["fine_labels"], num_class)
+    return scale_images(x_data), y_data
+
+
+# --- The whole data set ------------------------------------------------------------
+
+@dataclass
+class Cifar100:
+    """CIFAR-100 as uint8 NHWC images, integer labels and class names."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray          # fine labels, int64
+    coarse_train: np.ndarray     # superclass labels, int64
+    x_test: np.ndarray
+    y_test: np.ndarray
+    coarse_test: np.ndarray
+    fine_names: list
+    coarse_names: list
+
+    @property
+    def fine_to_coarse(self):
+        """Array of length 100: the superclass of each fine class."""
+        mapping = np.zeros(len(self.fine_names), dtype=np.int64)
+        mapping[self.y_train] = self.coarse_train
+        return mapping
+
+
+def md5sum(path, chunk=1 << 20):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_md5(path, allow_mismatch=False):
+    """Compare an official file's MD5; a mismatch is an error unless allowed."""
+    expected = FILE_MD5[path.name]
+    actual = md5sum(path)
+    if actual != expected and not allow_mismatch:
+        raise LabError(
+            f"{path} has MD5 {actual}, not the official {expected}: the file is damaged or "
+            "not the official one. Delete it to download it again, or pass "
+            "--allow-md5-mismatch if it is your own copy in the same format")
+    return actual == expected
+
+
+def _check_split(raw, path, num_fine, num_coarse):
+    """Validate one train/test dict and return (images, fine, coarse)."""
+    for key in ("data", "fine_labels", "coarse_labels"):
+        if key not in raw:
+            raise LabError(f"{path} has no '{key}' entry: it is not a CIFAR-100 train/test file")
+    data = raw["data"]
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", type(data).__name__)
+        raise LabError(f"{path}: 'data' must be an array of shape (N, 3072), got {shape}")
+    if data.dtype != np.uint8:
+        raise LabError(f"{path}: 'data' must hold uint8 pixels, got {data.dtype}")
+    labels = []
+    for key, limit in (("fine_labels", num_fine), ("coarse_labels", num_coarse)):
+        try:
+            values = np.asarray(raw[key], dtype=np.int64)
+        except (TypeError, ValueError):
+            raise LabError(f"{path}: '{key}' must be a list of integers") from None
+        if values.shape != (len(data),):
+            raise LabError(f"{path}: {len(data)} images but {values.size} {key}")
+        if values.size and (values.min() < 0 or values.max() >= limit):
+            raise LabError(f"{path}: {key} must lie in 0..{limit - 1}, found "
+                           f"{values.min()}..{values.max()}")
+        labels.append(values)
+    return to_images(data), labels[0], labels[1]
+
+
+def _check_meta(raw, path):
+    names = []
+    for key, count in (("fine_label_names", NUM_CLASSES), ("coarse_label_names", NUM_SUPERCLASSES)):
+        value = raw.get(key)
+        if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+            raise LabError(f"{path} has no '{key}' list: it is not the CIFAR-100 meta file")
+        if len(value) != count:
+            raise LabError(f"{path}: '{key}' has {len(value)} names, expected {count}")
+        names.append(list(value))
+    return names
+
+
+def load_cifar100(data_dir, download=True, allow_md5_mismatch=False, origin=None):
+    """Load CIFAR-100 from ``data_dir``, downloading it first when missing.
+
+    Returns a :class:`Cifar100`. Every file is checked (MD5, structure, shapes,
+    label ranges); a problem raises ``LabError`` naming the file.
+    """
+    data_dir = Path(data_dir)
+    if download:
+        ensure_dataset(data_dir, origin=origin)
+    for name in FILE_MD5:
+        path = data_dir / name
+        if not path.is_file():
+            raise LabError(f"{path} not found: put the CIFAR-100 files 'meta', 'train', "
+                           f"'test' in {data_dir} (from {ARCHIVE_URL})")
+        check_md5(path, allow_md5_mismatch)
+    fine_names, coarse_names = _check_meta(get_raw_data_set(data_dir / "meta"), data_dir / "meta")
+    splits = [_check_split(get_raw_data_set(data_dir / n), data_dir / n,
+                           len(fine_names), len(coarse_names)) for n in ("train", "test")]
+    (x_train, y_train, c_train), (x_test, y_test, c_test) = splits
+    return Cifar100(x_train, y_train, c_train, x_test, y_test, c_test, fine_names, coarse_names)
+
+
+# --- Download ------------------------------------------------------------------------
+
+def missing_files(data_dir):
+    return [name for name in FILE_MD5 if not (Path(data_dir) / name).is_file()]
+
+
+def ensure_dataset(data_dir, origin=None):
+    """Download and unpack the official archive when any data file is missing.
+
+    The archive goes to a temporary folder; each file is moved into
+    ``data_dir`` only after the archive's and its own MD5 match, so a failed
+    or interrupted download never leaves a partial ``train``/``test`` behind.
+    The origin defaults to the official URL ($CIFAR100_URL overrides it).
+    """
+    data_dir = Path(data_dir)
+    missing = missing_files(data_dir)
+    if not missing:
+        return
+    origin = origin or os.environ.get("CIFAR100_URL") or ARCHIVE_URL
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".download-", dir=data_dir)
+    except OSError as err:
+        raise LabError(f"cannot write to the data folder {data_dir} ({err.strerror}); "
+                       "choose another with --data-dir") from None
+    try:
+        print(f"CIFAR-100 files missing in {data_dir} ({', '.join(missing)}): "
+              f"downloading {origin}")
+        archive = _download(origin, staging, data_dir)
+        with tarfile.open(archive, "r:gz") as tar:
+            for name in missing:
+                member = f"cifar-100-python/{name}"
+                try:
+                    source = tar.extractfile(member)
+                except KeyError:
+                    source = None
+                if source is None:
+                    raise LabError(f"the archive from {origin} has no {member}")
+                target = Path(staging) / name
+                with open(target, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                if md5sum(target) != FILE_MD5[name]:
+                    raise LabError(f"{member} in the downloaded archive has the wrong MD5")
+        for name in missing:  # everything checked: now move into place
+            os.replace(Path(staging) / name, data_dir / name)
+        print(f"CIFAR-100 ready in {data_dir}")
+    except (tarfile.TarError, EOFError, OSError, io.UnsupportedOperation) as err:
+        raise LabError(f"the downloaded archive could not be unpacked ({err}); run again to "
+                       "retry the download") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _download(origin, staging, data_dir):
+    """Fetch the archive into ``staging`` with Keras's progress bar and MD5 check."""
+    from keras.utils import get_file
+
+    try:
+        return get_file("cifar-100-python.tar.gz", origin=origin, file_hash=ARCHIVE_MD5,
+                        hash_algorithm="md5", cache_dir=staging, cache_subdir=".")
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # get_file raises bare Exception / ValueError
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise LabError(
+            f"could not download CIFAR-100 ({reason}). Without internet, download "
+            f"{ARCHIVE_URL} elsewhere, unpack it, and put the files 'meta', 'train' and "
+            f"'test' in {data_dir} (or point --data-dir / $CIFAR100_DIR at them)") from None

@@ -1,0 +1,126 @@
+"""Evaluate a trained model on the 10,000 CIFAR-100 test images.
+
+Prints and saves, in the output folder (default ``reports/``):
+- ``metrics.json``: test accuracy, loss, top-5 accuracy and superclass
+  accuracy (a prediction counts when its class lies in the true superclass);
+  with ``--tta`` also the same for test-time flip averaging, reported apart;
+- ``classification_report.txt`` / ``.csv``: precision, recall and F1 per class
+  with the real class names;
+- ``confusion_matrix.png``: the 100 x 100 confusion matrix;
+- ``test_samples.png``: 16 distinct random test images titled with their true
+  and predicted classes (green when right, red when wrong).
+
+Usage:
+
+    python -m network.evaluate_model
+    python -m network.evaluate_model --model-path models/best_model.h5 --subset 1000 --tta
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: python network/evaluate_model.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from network import cli
+from network.cli import LabError
+from network.data_utils import load_cifar100, scale_images
+
+NUM_SAMPLES = 16
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="evaluate_model", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--subset", type=cli.positive_int,
+                        help="evaluate on only the first N test images")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=256,
+                        help="prediction batch size")
+    parser.add_argument("--tta", action="store_true",
+                        help="also report test-time augmentation (average with the "
+                             "horizontally flipped image)")
+    cli.add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    cli.ensure_writable_dir(parser, args.output_dir, "output folder")
+    return args
+
+
+def classification_tables(y_true, y_pred, names):
+    """The per-class report as text and as a DataFrame."""
+    import pandas as pd
+    from sklearn.metrics import classification_report
+
+    labels = np.arange(len(names))
+    kwargs = {"labels": labels, "target_names": names, "zero_division": 0}
+    text = classification_report(y_true, y_pred, digits=3, **kwargs)
+    table = pd.DataFrame(classification_report(y_true, y_pred, output_dict=True, **kwargs))
+    return text, table.transpose()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    show = cli.setup_matplotlib(args.show)
+
+    from sklearn.metrics import confusion_matrix
+
+    from network.model_utils import load_model
+    from network.reporting import (
+        evaluate_probabilities,
+        plot_confusion_matrix,
+        plot_test_samples,
+        predict,
+    )
+
+    cli.quiet_keras_warnings()
+    model = load_model(args.model_path)
+    data = load_cifar100(args.data_dir, allow_md5_mismatch=args.allow_md5_mismatch)
+    count = len(data.x_test) if args.subset is None else args.subset
+    if count > len(data.x_test):
+        raise LabError(f"--subset {count} is larger than the {len(data.x_test)} test images")
+    images, labels = data.x_test[:count], data.y_test[:count]
+    coarse, names = data.coarse_test[:count], data.fine_names
+
+    print(f"Evaluating {args.model_path} on {count} test images")
+    x = scale_images(images)
+    probs = predict(model, x, args.batch_size)
+    metrics = evaluate_probabilities(probs, labels, coarse, data.fine_to_coarse)
+    if args.tta:
+        flipped = predict(model, x[:, :, ::-1, :], args.batch_size)
+        metrics["tta"] = evaluate_probabilities((probs + flipped) / 2, labels, coarse,
+                                                data.fine_to_coarse)
+    metrics["model_path"] = str(args.model_path)
+    out = args.output_dir
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+
+    predicted = probs.argmax(axis=1)
+    report_text, report_table = classification_tables(labels, predicted, names)
+    (out / "classification_report.txt").write_text(report_text)
+    report_table.to_csv(out / "classification_report.csv", index_label="class")
+    cm = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
+    plot_confusion_matrix(cm, names, out / "confusion_matrix.png", show=show)
+
+    # 16 distinct random test images (the manual drew with replacement).
+    rng = np.random.default_rng(args.seed)
+    chosen = rng.choice(count, size=min(NUM_SAMPLES, count), replace=False)
+    plot_test_samples(images[chosen], [names[i] for i in labels[chosen]],
+                      [names[i] for i in predicted[chosen]], out / "test_samples.png", show=show)
+
+    print(report_text)
+    print(f"Accuracy: {metrics['accuracy']:.2%}  Loss: {metrics['loss']:.4f}  "
+          f"Top-5 accuracy: {metrics['top5_accuracy']:.2%}  "
+          f"Superclass accuracy: {metrics['superclass_accuracy']:.2%}")
+    if args.tta:
+        tta = metrics["tta"]
+        print(f"With flip TTA: accuracy {tta['accuracy']:.2%}, top-5 {tta['top5_accuracy']:.2%}")
+    print(f"Saved metrics.json, classification_report.txt/.csv, confusion_matrix.png and "
+          f"test_samples.png in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

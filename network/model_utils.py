@@ -1,0 +1,263 @@
+"""The lab's networks: the manual's 9-layer CNN and the fast ResNet-9 recipe.
+
+Both take 32x32x3 images scaled to [0, 1] and return class probabilities, so
+the evaluation and recognition scripts treat them alike.
+
+Usage:
+
+    from network.model_utils import build_model
+    model = build_model((32, 32, 3), 100, summary=True)   # 13,870,484 parameters
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+from network.cli import LabError
+
+# Per-channel statistics of the CIFAR-100 training images (for the fast recipe).
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+
+
+def build_model(input_shape=(32, 32, 3), num_class=100, summary=False):
+    """The lab manual's network: 3 stacks of 2 x Conv-ReLU + MaxPool + Dropout,
+    then Dense 1000, Dense 1000 and a softmax output (13,870,484 parameters)."""
+    model = keras.Sequential(name="lab_cnn")
+    model.add(keras.Input(shape=input_shape))
+    for filters, dropout in ((128, 0.2), (256, 0.5), (512, 0.5)):
+        model.add(layers.Conv2D(filters, 3, padding="same", activation="relu"))
+        model.add(layers.Conv2D(filters, 3, padding="same", activation="relu"))
+        model.add(layers.MaxPool2D(pool_size=2, strides=2))
+        model.add(layers.Dropout(dropout))
+    model.add(layers.Flatten())
+    for _ in range(2):
+        model.add(layers.Dense(1000, activation="relu"))
+        model.add(layers.Dropout(0.5))
+    model.add(layers.Dense(num_class, activation="softmax", dtype="float32"))
+    if summary:
+        model.summary()
+    return model
+
+
+# --- The fast recipe -----------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="cifar100_lab")
+class RandomCropFlip(layers.Layer):
+    """Per-image random crop (after zero padding) and horizontal flip.
+
+    Written with ``keras.ops`` only, so the training step stays XLA-compilable
+    (Keras's RandomCrop/RandomTranslation switch jit off for the whole model,
+    and RandomCrop crops a whole batch at one place). The crop is two batched
+    matrix products with one-hot selection matrices; the flip is folded into
+    the column selection. At inference the layer passes images through.
+    """
+
+    def __init__(self, padding=4, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = padding
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_jit = True
+
+    def _selection(self, offsets, size, flip=None):
+        # rows[b, i] = offset[b] + i (or reversed when flipped): the padded index
+        # that output index i reads from; one-hot gives a (B, size, size + 2p) matrix.
+        index = ops.arange(size, dtype="int32")[None, :]
+        if flip is not None:
+            index = ops.where(flip[:, None], size - 1 - index, index)
+        rows = offsets[:, None] + index
+        return ops.one_hot(rows, size + 2 * self.padding, dtype=self.compute_dtype)
+
+    def call(self, images, training=None):
+        if not training or self.padding == 0:
+            return images
+        batch = ops.shape(images)[0]
+        height, width = images.shape[1], images.shape[2]
+        p = self.padding
+        padded = ops.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+        offsets = keras.random.randint((2, batch), 0, 2 * p + 1, dtype="int32",
+                                       seed=self.seed_generator)
+        flip = keras.random.uniform((batch,), seed=self.seed_generator) < 0.5
+        rows = self._selection(offsets[0], height)
+        cols = self._selection(offsets[1], width, flip)
+        out = ops.einsum("bih,bhwc->biwc", rows, padded)
+        return ops.einsum("bjw,biwc->bijc", cols, out)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding, "seed": self.seed}
+
+
+def _conv_bn(x, filters, name, pool=False):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    x = layers.ReLU(name=f"{name}_relu")(x)
+    if pool:
+        x = layers.MaxPool2D(2, name=f"{name}_pool")(x)
+    return x
+
+
+def _residual(x, filters, name):
+    y = _conv_bn(x, filters, f"{name}a")
+    y = _conv_bn(y, filters, f"{name}b")
+    return layers.Add(name=f"{name}_add")([x, y])
+
+
+def build_resnet9(input_shape=(32, 32, 3), num_class=100, width=1.0, augment=True,
+                  seed=None, summary=False):
+    """A ResNet-9 (8 convolutions + 1 dense, BatchNorm, two residual blocks).
+
+    ``width`` scales the classic 64-128-256-512 channels. Augmentation (random
+    crop + flip) is part of the model and active only while training; inputs
+    are normalised inside, so it takes the same [0, 1] images as the lab model.
+    """
+    c1, c2, c3, c4 = (max(1, round(w * width)) for w in (64, 128, 256, 512))
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = RandomCropFlip(padding=4, seed=seed, name="augment")(inputs) if augment else inputs
+    x = layers.Normalization(mean=CIFAR100_MEAN, variance=[s * s for s in CIFAR100_STD],
+                             name="normalize")(x)
+    x = _conv_bn(x, c1, "prep")
+    x = _conv_bn(x, c2, "layer1", pool=True)
+    x = _residual(x, c2, "res1")
+    x = _conv_bn(x, c3, "layer2", pool=True)
+    x = _conv_bn(x, c4, "layer3", pool=True)
+    x = _residual(x, c4, "res3")
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.Dense(num_class, use_bias=False, name="classifier")(x)
+    # A small logit scale keeps the initial logits (and the loss) sane.
+    x = layers.Rescaling(0.125, name="logit_scale")(x)
+    outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name="resnet9")
+    if summary:
+        model.summary()
+    return model
+
+
+# --- Training recipes ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that distinguishes one way of training from another."""
+
+    name: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    val_split: float              # fraction of the training images held out
+    patience: int | None          # early stopping on val_loss (None: fixed schedule)
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    warmup_epochs: float = 0.0
+    width: float = 1.0
+    mixed_precision: bool = False  # bf16 when a GPU is present
+
+
+RECIPES = {
+    # The lab manual: Adam 1e-4, batch 64, up to 100 epochs, early stopping
+    # (patience 10) on a 20 % validation split.
+    "lab": Recipe("lab", epochs=100, batch_size=64, learning_rate=1e-4, val_split=0.2,
+                  patience=10),
+    # ResNet-9 with augmentation, AdamW + warmup/cosine, label smoothing and
+    # bf16 on GPUs: a fixed schedule on all 50,000 training images.
+    "fast": Recipe("fast", epochs=30, batch_size=512, learning_rate=2e-3, val_split=0.0,
+                   patience=None, label_smoothing=0.2, weight_decay=0.05, warmup_epochs=3,
+                   width=2.0, mixed_precision=True),
+}
+
+
+def build_for_recipe(recipe, num_class=100, seed=None, summary=False):
+    """The network a recipe trains (uncompiled)."""
+    if recipe.name == "lab":
+        return build_model((32, 32, 3), num_class, summary=summary)
+    return build_resnet9((32, 32, 3), num_class, width=recipe.width, seed=seed, summary=summary)
+
+
+def compile_for_recipe(model, recipe, steps_per_epoch, epochs, learning_rate=None):
+    """Attach the recipe's optimizer, loss and metrics to ``model``."""
+    lr = learning_rate or recipe.learning_rate
+    if recipe.name == "lab":
+        optimizer = keras.optimizers.Adam(learning_rate=lr)
+    else:
+        total = max(1, steps_per_epoch * epochs)
+        warmup = min(total - 1, int(recipe.warmup_epochs * steps_per_epoch))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=lr / 10, decay_steps=max(1, total - warmup), alpha=0.0,
+            warmup_target=lr, warmup_steps=warmup)
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule,
+                                           weight_decay=recipe.weight_decay)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],
+    )
+    return model
+
+
+def gpu_available():
+    """Whether the active Keras backend sees a GPU."""
+    try:
+        return any(d.lower().startswith(("gpu", "cuda")) for d in
+                   keras.distribution.list_devices())
+    except Exception:  # backends without device listing
+        return False
+
+
+# --- Loading saved models ------------------------------------------------------------
+
+def class_names_path(model_path):
+    """Class names travel beside the model: ``<model folder>/class_names.json``."""
+    return Path(model_path).with_name("class_names.json")
+
+
+def save_class_names(model_path, fine_names, coarse_names, fine_to_coarse):
+    path = class_names_path(model_path)
+    payload = {"fine_label_names": list(fine_names), "coarse_label_names": list(coarse_names),
+               "fine_to_coarse": [int(c) for c in fine_to_coarse]}
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+
+
+def load_class_names(model_path):
+    """Read the names saved by training; ``LabError`` when absent or damaged."""
+    path = class_names_path(model_path)
+    try:
+        payload = json.loads(path.read_text())
+        names = payload["fine_label_names"]
+        assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+        return payload
+    except FileNotFoundError:
+        raise LabError(f"{path} not found: it is written by training next to the model; "
+                       "train again or copy it beside the model file") from None
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise LabError(f"{path} is damaged: train again or restore it") from None
+
+
+def load_model(model_path, num_class=100, input_shape=(32, 32, 3)):
+    """Load a saved Keras model in safe mode and check it fits the task.
+
+    Safe mode refuses code embedded in a model file (e.g. Lambda layers).
+    """
+    path = Path(model_path)
+    if not path.is_file():
+        raise LabError(f"model file {path} not found: train one first "
+                       "(python -m network.train_model) or pass --model-path")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises many types for a foreign/damaged file
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise LabError(f"{path} is not a loadable Keras model ({type(err).__name__}"
+                       f"{': ' + reason if reason else ''})") from None
+    if not isinstance(model, keras.Model):
+        raise LabError(f"{path} does not hold a Keras model")
+    inputs, outputs = model.input_shape, model.output_shape
+    if tuple(inputs[1:]) != tuple(input_shape) or tuple(outputs[1:]) != (num_class,):
+        raise LabError(f"{path} maps {inputs[1:]} -> {outputs[1:]}, but this lab needs "
+                       f"{tuple(input_shape)} images -> {num_class} classes")
+    return model
