@@ -11,13 +11,19 @@ Usage:
     x, y = preprocess_data(get_raw_data_set("data/train"), 100)   # the lab's API
 """
 
+import codecs
+import contextlib
 import hashlib
+import importlib
 import io
 import os
 import pickle
 import shutil
+import socket
 import tarfile
 import tempfile
+import types
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,35 +47,62 @@ CITATION = "Alex Krizhevsky, Learning Multiple Layers of Features from Tiny Imag
 
 # --- Reading the pickles safely -------------------------------------------------
 
-# The only globals the official files (and NumPy re-pickles of them) refer to.
-# Everything else a pickle may name (os.system, eval, ...) is refused, so a
-# crafted file cannot run code.
-_NUMPY_RECONSTRUCT = ("numpy.core.multiarray", "numpy._core.multiarray")
+def _numpy_function(module, name):
+    """A NumPy-internal function by its NumPy 2 name (``numpy._core``), also on NumPy 1."""
+    try:
+        return getattr(importlib.import_module(f"numpy._core.{module}"), name)
+    except (ImportError, AttributeError):
+        return getattr(importlib.import_module(f"numpy.core.{module}"), name)
+
+
+_TEXT_CODECS = {"latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"}
+
+
+def _encode_text(text, encoding="utf-8", errors="strict"):
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes, text codecs only."""
+    if not isinstance(text, str) or str(encoding).lower() not in _TEXT_CODECS:
+        raise pickle.UnpicklingError(f"refusing to decode bytes with codec {encoding!r}")
+    return codecs.encode(text, encoding, errors)
+
+
+def _fresh(func):
+    """A new wrapper for each use: a pickle can set attributes on a Python function
+    it names (opcode BUILD), and must not alter the shared one for later loads."""
+
+    def call(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return call
+
+
+# The only globals the official files (and NumPy re-pickles of them, protocols
+# 0 to 5) refer to. Everything else a pickle may name (os.system, eval, ...) is
+# refused before it is looked up, so a crafted file cannot run code.
 _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): __import__("codecs").encode,  # bytes in protocol-2 pickles
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_function("multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"): _numpy_function("multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"): _numpy_function("numeric", "_frombuffer"),
+    ("_codecs", "encode"): _encode_text,  # bytes in protocol-2 pickles
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "bytearray"): bytearray,
     ("builtins", "complex"): complex,
-    ("__builtin__", "set"): set,
 }
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that admits only plain data, NumPy arrays and dtypes."""
+
     def find_class(self, module, name):
-        if module in _NUMPY_RECONSTRUCT and name == "_reconstruct":
-            from numpy._core.multiarray import _reconstruct
-
-            return _reconstruct
-        if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
-            from numpy._core.numeric import _frombuffer
-
-            return _frombuffer
-        if (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
-        raise pickle.UnpicklingError(f"refusing to load '{module}.{name}'")
+        # Python 2 and NumPy 1 spell some modules differently; same objects.
+        module = "builtins" if module == "__builtin__" else module
+        module = module.replace("numpy.core.", "numpy._core.", 1)
+        found = _ALLOWED_GLOBALS.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"refusing to load '{module}.{name}'")
+        return _fresh(found) if isinstance(found, types.FunctionType) else found
 
 
 def get_raw_data_set(file_name):
@@ -89,14 +122,18 @@ def get_raw_data_set(file_name):
         if "refusing" in str(err):
             raise LabError(f"{path} is not a CIFAR-100 data file ({err}); "
                            "nothing from it was run. Replace it with the official file") from None
-        raise LabError(f"{path} is corrupted ({err}): delete it and copy or download "
-                       "the official file again") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, OSError,
-            MemoryError) as err:
+        raise LabError(f"{path} is truncated or corrupted ({err}): delete it and copy or "
+                       "download the official file again") from None
+    except OSError as err:
+        raise LabError(f"cannot read {path} ({err.strerror or err})") from None
+    except Exception as err:
+        # Damaged bytes make the unpickler fail in many ways (EOFError,
+        # ValueError, KeyError, MemoryError, ...): all mean the same to the user.
         raise LabError(f"{path} is truncated or corrupted ({type(err).__name__}): delete it "
                        "and copy or download the official file again") from None
     if not isinstance(raw, dict):
-        raise LabError(f"{path} does not hold a CIFAR-100 dictionary")
+        raise LabError(f"{path} does not hold a CIFAR-100 dictionary: replace it with the "
+                       "official file")
     return raw
 
 
@@ -146,11 +183,13 @@ class Cifar100:
     def fine_to_coarse(self):
         """Array of length 100: the superclass of each fine class."""
         mapping = np.zeros(len(self.fine_names), dtype=np.int64)
+        mapping[self.y_test] = self.coarse_test
         mapping[self.y_train] = self.coarse_train
         return mapping
 
 
 def md5sum(path, chunk=1 << 20):
+    """The MD5 hex digest of a file, read in chunks."""
     digest = hashlib.md5()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -161,13 +200,34 @@ def md5sum(path, chunk=1 << 20):
 def check_md5(path, allow_mismatch=False):
     """Compare an official file's MD5; a mismatch is an error unless allowed."""
     expected = FILE_MD5[path.name]
-    actual = md5sum(path)
+    try:
+        actual = md5sum(path)
+    except OSError as err:
+        raise LabError(f"cannot read {path} ({err.strerror or err})") from None
     if actual != expected and not allow_mismatch:
         raise LabError(
             f"{path} has MD5 {actual}, not the official {expected}: the file is damaged or "
             "not the official one. Delete it to download it again, or pass "
             "--allow-md5-mismatch if it is your own copy in the same format")
     return actual == expected
+
+
+def _check_labels(raw, key, path, count, limit):
+    """One label list as int64, checked for type, length and range."""
+    try:
+        values = np.asarray(raw[key])
+    except (ValueError, TypeError):  # ragged nested lists
+        raise LabError(f"{path}: '{key}' must be a flat list of integers") from None
+    if values.size == 0:
+        values = values.astype(np.int64)
+    if values.dtype.kind not in "iu":  # floats, strings or objects: not labels
+        raise LabError(f"{path}: '{key}' must be a list of integers, got {values.dtype} values")
+    if values.shape != (count,):
+        raise LabError(f"{path}: {count} images but {key} of shape {values.shape}")
+    if values.size and (values.min() < 0 or values.max() >= limit):
+        raise LabError(f"{path}: {key} must lie in 0..{limit - 1}, found "
+                       f"{values.min()}..{values.max()}")
+    return values.astype(np.int64)
 
 
 def _check_split(raw, path, num_fine, num_coarse):
@@ -181,22 +241,13 @@ def _check_split(raw, path, num_fine, num_coarse):
         raise LabError(f"{path}: 'data' must be an array of shape (N, 3072), got {shape}")
     if data.dtype != np.uint8:
         raise LabError(f"{path}: 'data' must hold uint8 pixels, got {data.dtype}")
-    labels = []
-    for key, limit in (("fine_labels", num_fine), ("coarse_labels", num_coarse)):
-        try:
-            values = np.asarray(raw[key], dtype=np.int64)
-        except (TypeError, ValueError):
-            raise LabError(f"{path}: '{key}' must be a list of integers") from None
-        if values.shape != (len(data),):
-            raise LabError(f"{path}: {len(data)} images but {values.size} {key}")
-        if values.size and (values.min() < 0 or values.max() >= limit):
-            raise LabError(f"{path}: {key} must lie in 0..{limit - 1}, found "
-                           f"{values.min()}..{values.max()}")
-        labels.append(values)
-    return to_images(data), labels[0], labels[1]
+    fine = _check_labels(raw, "fine_labels", path, len(data), num_fine)
+    coarse = _check_labels(raw, "coarse_labels", path, len(data), num_coarse)
+    return to_images(data), fine, coarse
 
 
 def _check_meta(raw, path):
+    """The fine and coarse class names from the ``meta`` dict, in file order."""
     names = []
     for key, count in (("fine_label_names", NUM_CLASSES), ("coarse_label_names", NUM_SUPERCLASSES)):
         value = raw.get(key)
@@ -206,6 +257,20 @@ def _check_meta(raw, path):
             raise LabError(f"{path}: '{key}' has {len(value)} names, expected {count}")
         names.append(list(value))
     return names
+
+
+def _check_superclasses(splits, paths):
+    """Each fine class must belong to exactly one superclass, in train and test alike.
+
+    Superclass accuracy is meaningless otherwise, so a file that breaks this
+    is refused, naming the first fine class with two superclasses.
+    """
+    seen = {}
+    for (_, fine, coarse), path in zip(splits, paths):
+        for f, c in np.unique(np.stack([fine, coarse], axis=1), axis=0):
+            if seen.setdefault(int(f), int(c)) != c:
+                raise LabError(f"{path}: fine class {f} is in superclass {c} here but in "
+                               f"{seen[int(f)]} elsewhere; each class needs one superclass")
 
 
 def load_cifar100(data_dir, download=True, allow_md5_mismatch=False, origin=None):
@@ -224,77 +289,111 @@ def load_cifar100(data_dir, download=True, allow_md5_mismatch=False, origin=None
                            f"'test' in {data_dir} (from {ARCHIVE_URL})")
         check_md5(path, allow_md5_mismatch)
     fine_names, coarse_names = _check_meta(get_raw_data_set(data_dir / "meta"), data_dir / "meta")
-    splits = [_check_split(get_raw_data_set(data_dir / n), data_dir / n,
-                           len(fine_names), len(coarse_names)) for n in ("train", "test")]
+    paths = [data_dir / "train", data_dir / "test"]
+    splits = [_check_split(get_raw_data_set(path), path, len(fine_names), len(coarse_names))
+              for path in paths]
+    _check_superclasses(splits, paths)
     (x_train, y_train, c_train), (x_test, y_test, c_test) = splits
     return Cifar100(x_train, y_train, c_train, x_test, y_test, c_test, fine_names, coarse_names)
 
 
 # --- Download ------------------------------------------------------------------------
 
+DOWNLOAD_TIMEOUT_S = 60  # a stalled connection fails instead of hanging forever
+
+
 def missing_files(data_dir):
+    """The names among meta/train/test that are not in ``data_dir``."""
     return [name for name in FILE_MD5 if not (Path(data_dir) / name).is_file()]
 
 
 def ensure_dataset(data_dir, origin=None):
     """Download and unpack the official archive when any data file is missing.
 
-    The archive goes to a temporary folder; each file is moved into
-    ``data_dir`` only after the archive's and its own MD5 match, so a failed
-    or interrupted download never leaves a partial ``train``/``test`` behind.
-    The origin defaults to the official URL ($CIFAR100_URL overrides it).
+    The archive goes to a temporary folder inside ``data_dir``; each missing
+    file is moved into place only after the archive's and its own MD5 match,
+    so a failed or interrupted download never leaves a partial ``train`` or
+    ``test`` behind, and files already there are never touched. The origin
+    defaults to the official URL ($CIFAR100_URL overrides it).
     """
     data_dir = Path(data_dir)
     missing = missing_files(data_dir)
     if not missing:
         return
     origin = origin or os.environ.get("CIFAR100_URL") or ARCHIVE_URL
+    if data_dir.exists() and not data_dir.is_dir():
+        raise LabError(f"the data folder {data_dir} is a file, not a folder; "
+                       "choose another with --data-dir")
+    created = [d for d in (data_dir, *data_dir.parents) if not d.exists()]
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".download-", dir=data_dir)
     except OSError as err:
-        raise LabError(f"cannot write to the data folder {data_dir} ({err.strerror}); "
-                       "choose another with --data-dir") from None
+        raise LabError(f"cannot write to the data folder {data_dir} ({err.strerror or err}): "
+                       "put the files 'meta', 'train', 'test' there yourself or choose "
+                       "another folder with --data-dir") from None
+    done = False
     try:
         print(f"CIFAR-100 files missing in {data_dir} ({', '.join(missing)}): "
               f"downloading {origin}")
         archive = _download(origin, staging, data_dir)
+        _unpack(archive, origin, missing, Path(staging))
+        for name in missing:  # everything checked: now move into place
+            os.replace(Path(staging) / name, data_dir / name)
+        done = True
+        print(f"CIFAR-100 ready in {data_dir}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not done:  # leave no empty folders behind (the path may be a typo)
+            with contextlib.suppress(OSError):
+                for folder in created:
+                    folder.rmdir()
+
+
+def _unpack(archive, origin, names, staging):
+    """Extract ``names`` from the archive into ``staging``, checking each MD5."""
+    try:
         with tarfile.open(archive, "r:gz") as tar:
-            for name in missing:
+            for name in names:
                 member = f"cifar-100-python/{name}"
                 try:
                     source = tar.extractfile(member)
                 except KeyError:
                     source = None
                 if source is None:
-                    raise LabError(f"the archive from {origin} has no {member}")
-                target = Path(staging) / name
-                with open(target, "wb") as out:
+                    raise LabError(f"the archive from {origin} has no file {member}")
+                with open(staging / name, "wb") as out:
                     shutil.copyfileobj(source, out)
-                if md5sum(target) != FILE_MD5[name]:
-                    raise LabError(f"{member} in the downloaded archive has the wrong MD5")
-        for name in missing:  # everything checked: now move into place
-            os.replace(Path(staging) / name, data_dir / name)
-        print(f"CIFAR-100 ready in {data_dir}")
-    except (tarfile.TarError, EOFError, OSError, io.UnsupportedOperation) as err:
-        raise LabError(f"the downloaded archive could not be unpacked ({err}); run again to "
-                       "retry the download") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+                if md5sum(staging / name) != FILE_MD5[name]:
+                    raise LabError(f"{member} in the archive from {origin} has the wrong MD5")
+    except (tarfile.TarError, EOFError, OSError, zlib.error, io.UnsupportedOperation) as err:
+        raise LabError(f"the archive from {origin} could not be unpacked ({err}); run again "
+                       "to retry the download") from None
 
 
 def _download(origin, staging, data_dir):
-    """Fetch the archive into ``staging`` with Keras's progress bar and MD5 check."""
+    """Fetch the archive into ``staging`` with Keras's progress bar; check its MD5."""
     from keras.utils import get_file
 
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        return get_file("cifar-100-python.tar.gz", origin=origin, file_hash=ARCHIVE_MD5,
-                        hash_algorithm="md5", cache_dir=staging, cache_subdir=".")
+        archive = get_file("cifar-100-python.tar.gz", origin=origin, cache_dir=staging,
+                           cache_subdir=".")
     except KeyboardInterrupt:
         raise
-    except Exception as err:  # get_file raises bare Exception / ValueError
+    except Exception as err:  # get_file raises bare Exception, OSError, ValueError
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise LabError(
-            f"could not download CIFAR-100 ({reason}). Without internet, download "
-            f"{ARCHIVE_URL} elsewhere, unpack it, and put the files 'meta', 'train' and "
+            f"could not download CIFAR-100 ({reason}). Run again to retry; without internet, "
+            f"download {ARCHIVE_URL} elsewhere, unpack it, and put the files 'meta', 'train' and "
             f"'test' in {data_dir} (or point --data-dir / $CIFAR100_DIR at them)") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    actual = md5sum(archive)
+    if actual != ARCHIVE_MD5:
+        raise LabError(
+            f"the archive downloaded from {origin} has MD5 {actual}, not the official "
+            f"{ARCHIVE_MD5}: it is incomplete or not CIFAR-100. Run again to retry, or put "
+            f"the files 'meta', 'train', 'test' in {data_dir} yourself")
+    return archive
