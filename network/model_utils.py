@@ -224,40 +224,116 @@ def save_class_names(model_path, fine_names, coarse_names, fine_to_coarse):
     tmp.replace(path)
 
 
-def load_class_names(model_path):
-    """Read the names saved by training; ``LabError`` when absent or damaged."""
+def load_class_names(model_path, num_class=None):
+    """Read the names saved by training; ``LabError`` when absent or damaged.
+
+    With ``num_class``, the file must name exactly that many fine classes.
+    """
     path = class_names_path(model_path)
     try:
-        payload = json.loads(path.read_text())
-        names = payload["fine_label_names"]
-        assert isinstance(names, list) and all(isinstance(n, str) for n in names)
-        return payload
+        payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LabError(f"{path} not found: it is written by training next to the model; "
                        "train again or copy it beside the model file") from None
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise LabError(f"{path} is damaged: train again or restore it") from None
+    except OSError as err:
+        raise LabError(f"cannot read {path}: {err.strerror or err}") from None
+    except ValueError:  # not JSON (UnicodeDecodeError is a ValueError too)
+        raise LabError(f"{path} is damaged (not JSON): train again or restore it") from None
+    names = payload.get("fine_label_names") if isinstance(payload, dict) else None
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise LabError(f"{path} is damaged (no list of class names): train again or restore it")
+    if num_class is not None and len(names) != num_class:
+        raise LabError(f"{path} names {len(names)} classes but the model predicts {num_class}: "
+                       "it belongs to another model; copy the right one beside the model")
+    return payload
+
+
+def _check_model_file(path):
+    """Refuse, with a clear reason, what Keras would fail on with a cryptic one."""
+    if path.is_dir():
+        raise LabError(f"{path} is a folder, not a model file: pass the .h5 or .keras file "
+                       "with --model-path")
+    if not path.is_file():
+        raise LabError(f"model file {path} not found: train one first "
+                       "(python -m network.train_model) or pass --model-path")
+    import zipfile
+
+    import h5py
+
+    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise LabError(f"{path} is empty (an interrupted save?): train again or restore it")
+    if suffix in (".h5", ".hdf5") and not h5py.is_hdf5(path):
+        raise LabError(f"{path} is not an HDF5 file (damaged, or another kind of file "
+                       "renamed .h5): train again or restore it")
+    if suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise LabError(f"{path} is not a .keras archive (damaged, truncated, or another kind "
+                       "of file renamed .keras): train again or restore it")
+    if suffix not in (".h5", ".hdf5", ".keras"):
+        raise LabError(f"{path}: unsupported model file type {suffix or '(no extension)'!r}; "
+                       "Keras 3 loads .keras and .h5 files")
+
+
+def _refuse_lambda_layers(path):
+    """Refuse Lambda layers before Keras reads the model: they carry Python code.
+
+    Keras's safe mode refuses them too, but older Keras 3 releases ignored
+    ``safe_mode`` for .h5 files (CVE-2025-9905, fixed in 3.11.3) and could be
+    talked out of it by a crafted .keras config (CVE-2025-9906).
+    """
+    import zipfile
+
+    import h5py
+
+    try:
+        if path.suffix.lower() == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                config = archive.read("config.json")
+        else:
+            with h5py.File(path, "r") as f:
+                config = f.attrs.get("model_config")
+        if isinstance(config, bytes):
+            config = config.decode("utf-8")
+        config = json.loads(config) if config else None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return  # damaged: Keras's own error below says why
+    if _has_lambda(config):
+        raise LabError(f"{path} contains Python code (a Lambda layer), which is never "
+                       "loaded because it could run anything on this machine; rebuild the "
+                       "model without Lambda layers")
+
+
+def _has_lambda(config):
+    if isinstance(config, dict):
+        return config.get("class_name") == "Lambda" or any(map(_has_lambda, config.values()))
+    if isinstance(config, list):
+        return any(map(_has_lambda, config))
+    return False
 
 
 def load_model(model_path, num_class=100, input_shape=(32, 32, 3)):
     """Load a saved Keras model in safe mode and check it fits the task.
 
     Safe mode refuses code embedded in a model file (e.g. Lambda layers).
+    Every failure is a ``LabError`` naming the file and the reason.
     """
     path = Path(model_path)
-    if not path.is_file():
-        raise LabError(f"model file {path} not found: train one first "
-                       "(python -m network.train_model) or pass --model-path")
+    _check_model_file(path)
+    _refuse_lambda_layers(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types for a foreign/damaged file
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-        raise LabError(f"{path} is not a loadable Keras model ({type(err).__name__}"
-                       f"{': ' + reason if reason else ''})") from None
-    if not isinstance(model, keras.Model):
-        raise LabError(f"{path} does not hold a Keras model")
-    inputs, outputs = model.input_shape, model.output_shape
-    if tuple(inputs[1:]) != tuple(input_shape) or tuple(outputs[1:]) != (num_class,):
-        raise LabError(f"{path} maps {inputs[1:]} -> {outputs[1:]}, but this lab needs "
+        message = str(err).strip()
+        if "arbitrary code" in message or "safe_mode" in message:
+            raise LabError(f"{path} asks to run Python code while loading, which safe mode "
+                           "refuses: load only models you built yourself") from None
+        reason = message.splitlines()[0][:200] if message else type(err).__name__
+        raise LabError(f"{path} is not a loadable Keras model (damaged or truncated?): "
+                       f"{reason}") from None
+    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise LabError(f"{path} does not hold a one-input, one-output Keras model")
+    inputs, outputs = tuple(model.inputs[0].shape[1:]), tuple(model.outputs[0].shape[1:])
+    if inputs != tuple(input_shape) or outputs != (num_class,):
+        raise LabError(f"{path} maps {inputs} -> {outputs}, but this lab needs "
                        f"{tuple(input_shape)} images -> {num_class} classes")
     return model

@@ -17,7 +17,9 @@ Usage:
 """
 
 import argparse
+import re
 import sys
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: python network/test_model.py
@@ -31,6 +33,7 @@ from network.cli import LabError
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
                     ".ppm", ".pgm", ".pbm", ".jfif"}
 MAX_PIXELS = 80_000_000       # refuse larger images: decoding them could exhaust memory
+NUM_CLASSES = 100
 TOP_K = 5
 
 
@@ -48,12 +51,17 @@ def parse_args(argv=None):
 
 
 def collect_images(paths):
-    """Expand folders to the image files inside; return (files, problems)."""
+    """Expand folders to the image files inside; return (files, problems).
+
+    In folders, other files (README.txt, ...) and hidden ones (macOS's
+    ``._photo.jpg``) are skipped silently; files named explicitly are all tried.
+    """
     files, problems = [], []
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not p.name.startswith("."))
             if not found:
                 problems.append(f"{path}: no image files in this folder")
             files.extend(found)
@@ -67,46 +75,69 @@ def collect_images(paths):
 def read_image(path, max_pixels=MAX_PIXELS):
     """Decode any common image format to an RGB uint8 array (first frame).
 
-    Memory stays bounded: the size is checked from the header before decoding,
-    and JPEGs are decoded at reduced resolution. Raises ``LabError`` with the
-    reason when the file cannot be used.
+    Memory stays bounded: JPEGs are decoded at reduced resolution, and the
+    size (after that reduction) is checked from the header before decoding.
+    Raises ``LabError`` with the reason when the file cannot be used.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise LabError(f"image is too large ({width}x{height} pixels, limit "
-                               f"{max_pixels:,}): shrink it first")
-            img.draft("RGB", (256, 256))  # JPEG: decode at 1/2..1/8 scale, much less memory
-            img.seek(0)                     # animated images: the first frame
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+        if Path(path).stat().st_size == 0:
+            raise LabError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            # Our own limit below replaces Pillow's warning, which would add a
+            # second line without the file's name.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.seek(0)                    # animated images: the first frame
+                img.draft("RGB", (256, 256))   # JPEG: decode at 1/2..1/8 scale
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise LabError(f"image is too large ({width}x{height} pixels, limit "
+                                   f"{max_pixels:,}): shrink it first")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img)
+    except LabError:
+        raise
     except UnidentifiedImageError:
         raise LabError("not an image file (or a format Pillow cannot read)") from None
-    except Image.DecompressionBombError:
-        raise LabError(f"image is too large (over {max_pixels:,} pixels): "
+    except Image.DecompressionBombError as err:  # Pillow's own limit, checked on opening
+        size = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{int(size.group(1)):,} pixels, " if size else ""
+        raise LabError(f"image is too large ({pixels}limit {max_pixels:,}): "
                        "shrink it first") from None
+    except FileNotFoundError:
+        raise LabError("no such file") from None
+    except (IsADirectoryError, PermissionError) as err:
+        raise LabError(err.strerror.lower()) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise LabError("no such file") from None
-        if isinstance(err, (IsADirectoryError, PermissionError)):
-            raise LabError(err.strerror.lower()) from None
         raise LabError(f"truncated or damaged image ({err})") from None
+    except MemoryError:
+        raise LabError("not enough memory to decode this image: shrink it first") from None
+    except Exception as err:  # a decoder's unforeseen complaint: still one line, no crash
+        raise LabError(f"cannot decode this image ({type(err).__name__}: {err})") from None
 
 
 def _to_rgb(img):
-    """Convert any Pillow mode to 8-bit RGB; transparency becomes white."""
+    """Convert any Pillow mode to 8-bit RGB; transparency becomes white.
+
+    16-bit grayscale (modes ``I;16*`` and ``I``, from 16-bit PNG and TIFF) is
+    scaled from 0..65535 to 0..255, so a dark image stays dark; float images
+    (mode ``F``) are taken as 0..1, or 0..255 when their values exceed 1.
+    """
     import PIL.Image
 
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / float grayscale
-        array = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode != "F" and array.max() > 255 else max(array.max(), 1.0)
-        gray = np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
+    if img.mode.startswith("I;16") or img.mode == "I":
+        wide = np.clip(np.asarray(img), 0, 65535).astype(np.uint32)
+        gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if img.mode == "F":
+        array = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
+        gray = np.clip(array * scale, 0, 255).round().astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = PIL.Image.alpha_composite(background, rgba)
@@ -157,8 +188,9 @@ def main(argv=None):
     from network.reporting import plot_top5
 
     cli.quiet_keras_warnings()
-    names = load_class_names(args.model_path)["fine_label_names"]
-    model = load_model(args.model_path, num_class=len(names))
+    # The model first: a missing or wrong model is the more useful message.
+    model = load_model(args.model_path, num_class=NUM_CLASSES)
+    names = load_class_names(args.model_path, num_class=NUM_CLASSES)["fine_label_names"]
 
     # Keep only a preview and the 32x32 input of each image, so memory stays small.
     previews, inputs, readable = [], [], []

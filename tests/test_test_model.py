@@ -1,0 +1,303 @@
+"""Recognising one's own images: every format and every kind of bad file.
+
+Two command-line runs (a folder of good and bad files, and the default img/
+folder); the rest calls read_image and friends directly.
+"""
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run_cli
+from network.cli import LabError
+from network.test_model import (
+    collect_images,
+    output_name,
+    read_image,
+    resize_for_model,
+)
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def gradient(width=48, height=40):
+    """A colourful RGB test picture."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def png_header_only(path, width, height):
+    """A tiny PNG that claims ``width`` x ``height`` pixels (no memory needed to write)."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def animated_gif(path):
+    frames = [Image.new("RGB", (16, 16), RED), Image.new("RGB", (16, 16), BLUE)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return path
+
+
+def palette_image(transparent):
+    img = Image.new("P", (16, 16), 0)
+    img.putpalette([*RED, *BLUE] + [0] * 762)
+    img.paste(1, (0, 0, 8, 16))  # left half blue, right half red (index 0)
+    return img, ({"transparency": 0} if transparent else {})
+
+
+def truncated_jpeg(path):
+    noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    full = path.with_suffix(".full")
+    Image.fromarray(noise).save(full, format="JPEG", quality=90)
+    data = full.read_bytes()
+    full.unlink()
+    path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+# Readable images in the mixed folder, and the unreadable ones with their reason.
+READABLE = ["photo.jpg", "drawing.png", "bitmap.bmp", "web.webp", "gray.png", "rgba.png",
+            "palette.png", "palette_alpha.png", "gray16.png", "anim.gif"]
+UNREADABLE = {"not_an_image.jpg": "not an image file", "empty.png": "empty file",
+              "truncated.jpg": "truncated", "huge.png": "too large (10000x9000",
+              "giant.png": "too large", "missing.jpg": "no such file"}
+SKIPPED_SILENTLY = ["README.txt", "._photo.jpg"]
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mixed")
+    picture = gradient()
+    picture.save(folder / "photo.jpg", quality=90)
+    picture.save(folder / "drawing.png")
+    picture.save(folder / "bitmap.bmp")
+    picture.save(folder / "web.webp")
+    picture.convert("L").save(folder / "gray.png")
+    rgba = picture.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(picture.size))
+    rgba.save(folder / "rgba.png")
+    for name, transparent in (("palette.png", False), ("palette_alpha.png", True)):
+        img, options = palette_image(transparent)
+        img.save(folder / name, **options)
+    gray16 = (np.arange(40 * 48).reshape(40, 48) * 34).astype(np.uint16)
+    Image.fromarray(gray16).save(folder / "gray16.png")
+    animated_gif(folder / "anim.gif")
+    (folder / "not_an_image.jpg").write_text("Dear diary, today I trained a CNN.\n")
+    (folder / "empty.png").touch()
+    truncated_jpeg(folder / "truncated.jpg")
+    png_header_only(folder / "huge.png", 10_000, 9_000)     # over the lab's 80 M pixel limit
+    png_header_only(folder / "giant.png", 40_000, 40_000)   # over Pillow's own limit too
+    (folder / "README.txt").write_text("Not an image: skipped without a word.\n")
+    (folder / "._photo.jpg").write_bytes(b"\0\5\26\7 macOS resource fork")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mixed_run(mixed_folder, trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mixed_out")
+    result = run_cli("test_model", mixed_folder, mixed_folder / "missing.jpg",
+                     "--model-path", trained["model_path"], "--output-dir", out)
+    return result, out / "predictions"
+
+
+def class_names(trained):
+    path = trained["model_path"].with_name("class_names.json")
+    return json.loads(path.read_text())["fine_label_names"]
+
+
+def check_predictions(csv_path, expected_files, names):
+    """predictions.csv: 5 ranked rows per image, probabilities descending, real names."""
+    table = pd.read_csv(csv_path)
+    assert list(table.columns) == ["file", "rank", "class", "probability"]
+    table["name"] = table["file"].map(lambda f: f.replace("\\", "/").rsplit("/", 1)[-1])
+    assert sorted(table["name"].unique()) == sorted(expected_files)
+    for name, rows in table.groupby("name"):
+        assert list(rows["rank"]) == [1, 2, 3, 4, 5], name
+        probs = rows["probability"].to_numpy()
+        assert np.all(np.diff(probs) <= 0), name
+        assert np.all(probs >= 0) and probs.sum() <= 1 + 1e-5, name
+        assert set(rows["class"]) <= set(names) and rows["class"].nunique() == 5, name
+
+
+def test_mixed_folder_exit_status_and_no_traceback(mixed_run):
+    result, _ = mixed_run
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "DecompressionBombWarning" not in result.stderr
+    assert f"{len(UNREADABLE)} input(s) could not be classified" in result.stderr
+
+
+def test_mixed_folder_classifies_every_readable_image(mixed_run, trained):
+    result, out = mixed_run
+    for name in READABLE:
+        chart = out / f"{name.rsplit('.', 1)[0]}_top5.png"
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"\n{name}:\n  1. " in result.stdout, name
+    check_predictions(out / "predictions.csv", READABLE, class_names(trained))
+    assert f"Classified {len(READABLE)} image(s)" in result.stdout
+
+
+def test_mixed_folder_one_line_per_unreadable_input(mixed_run):
+    result, out = mixed_run
+    lines = result.stderr.splitlines()
+    for name, reason in UNREADABLE.items():
+        mentions = [line for line in lines if name in line]
+        assert len(mentions) == 1, (name, mentions)
+        assert reason in mentions[0], mentions[0]
+        assert mentions[0].startswith("skipped "), mentions[0]
+        assert not list(out.glob(f"{name.rsplit('.', 1)[0]}_*.png"))
+    for name in SKIPPED_SILENTLY:
+        assert name not in result.stderr and name not in result.stdout
+
+
+def test_default_run_classifies_the_sample_photos(trained, tmp_path):
+    photos = sorted(p.name for p in (ROOT / "img").iterdir()
+                    if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    assert len(photos) == 7
+    result = run_cli("test_model", "--model-path", trained["model_path"],
+                     "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipped" not in result.stderr
+    out = tmp_path / "predictions"
+    for photo in photos:
+        assert (out / f"{photo.rsplit('.', 1)[0]}_top5.png").is_file(), photo
+    check_predictions(out / "predictions.csv", photos, class_names(trained))
+
+
+# --- read_image and friends, directly ------------------------------------------------
+
+def save(img, path, **options):
+    img.save(path, **options)
+    return path
+
+
+def test_colour_order_is_rgb(tmp_path):
+    # OpenCV decodes to BGR; a pure red file must come out as [255, 0, 0].
+    red = Image.new("RGB", (40, 30), RED)
+    for name in ("red.png", "red.bmp", "red.webp"):
+        image = read_image(save(red, tmp_path / name, **({"lossless": True}
+                                                          if name.endswith("webp") else {})))
+        assert image.shape == (30, 40, 3) and image.dtype == np.uint8
+        assert (image == RED).all(), name
+    jpeg = read_image(save(red, tmp_path / "red.jpg", quality=95)).reshape(-1, 3)
+    assert (jpeg[:, 0] > 240).all() and (jpeg[:, 1:] < 15).all()
+    small = resize_for_model(read_image(tmp_path / "red.png"))
+    assert small.shape == (32, 32, 3) and (small == RED).all()
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path):
+    values = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (4, 1))
+    image = read_image(save(Image.fromarray(values, "L"), tmp_path / "gray.png"))
+    assert image.shape == (4, 32, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(image[:, :, channel], values)
+
+
+def test_transparency_becomes_white(tmp_path):
+    rgba = Image.new("RGBA", (4, 2), (*RED, 255))
+    rgba.putpixel((0, 0), (*BLUE, 0))          # fully transparent
+    rgba.putpixel((1, 0), (0, 0, 0, 128))      # half-transparent black
+    image = read_image(save(rgba, tmp_path / "rgba.png"))
+    assert tuple(image[0, 0]) == (255, 255, 255)
+    assert all(abs(int(v) - 127) <= 1 for v in image[0, 1])
+    assert tuple(image[1, 3]) == RED
+    la = Image.new("LA", (2, 1), (0, 0))
+    assert (read_image(save(la, tmp_path / "la.png")) == 255).all()
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+def test_palette_images(tmp_path, transparent):
+    img, options = palette_image(transparent)
+    image = read_image(save(img, tmp_path / "palette.png", **options))
+    assert tuple(image[0, 0]) == BLUE                              # palette index 1
+    assert tuple(image[0, 15]) == ((255, 255, 255) if transparent else RED)  # index 0
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_stretched(tmp_path):
+    values = np.array([[0, 257, 128 * 257, 65535]], dtype=np.uint16)
+    path = save(Image.fromarray(values), tmp_path / "gray16.png")
+    assert Image.open(path).mode == "I;16"
+    image = read_image(path)
+    assert image.dtype == np.uint8 and image.shape == (1, 4, 3)
+    np.testing.assert_array_equal(image[0, :, 0], [0, 1, 128, 255])
+    # A dark 16-bit picture stays dark (not stretched to full brightness).
+    dark = np.full((2, 2), 1000, dtype=np.uint16)
+    assert (read_image(save(Image.fromarray(dark), tmp_path / "dark16.png")) == 4).all()
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    # Stored 40 wide x 20 high, left half red and right half blue; EXIF says
+    # "rotate 90 degrees clockwise to display" (orientation 6), as phones write.
+    stored = Image.new("RGB", (40, 20), RED)
+    stored.paste(Image.new("RGB", (20, 20), BLUE), (20, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = read_image(save(stored, tmp_path / "phone.jpg", exif=exif, quality=95))
+    assert image.shape == (40, 20, 3)           # displayed upright: 20 wide, 40 high
+    top, bottom = image[5, 10].astype(int), image[35, 10].astype(int)
+    assert top[0] > 200 and top[2] < 60         # the stored left (red) is now on top
+    assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_animated_gif_uses_the_first_frame(tmp_path):
+    path = animated_gif(tmp_path / "anim.gif")
+    assert Image.open(path).n_frames == 2
+    assert (read_image(path) == RED).all()
+
+
+def test_pixel_limit_refuses_before_decoding(tmp_path):
+    with pytest.raises(LabError, match=r"too large \(10000x9000 pixels, limit 80,000,000\)"):
+        read_image(png_header_only(tmp_path / "huge.png", 10_000, 9_000))
+    with pytest.raises(LabError, match=r"too large \(1,600,000,000 pixels"):
+        read_image(png_header_only(tmp_path / "giant.png", 40_000, 40_000))
+
+
+def test_large_jpeg_is_decoded_at_reduced_size(tmp_path):
+    picture = gradient(2000, 1500)
+    jpeg = read_image(save(picture, tmp_path / "big.jpg"), max_pixels=1_000_000)
+    assert jpeg.shape[0] * jpeg.shape[1] <= 1_000_000     # decoded at 1/4 scale
+    assert jpeg.shape[1] / jpeg.shape[0] == pytest.approx(4 / 3, rel=0.01)
+    with pytest.raises(LabError, match="too large"):       # PNG cannot be decoded reduced
+        read_image(save(picture, tmp_path / "big.png"), max_pixels=1_000_000)
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda d: (d / "notes.jpg").write_text("hello") and d / "notes.jpg", "not an image"),
+    (lambda d: (d / "empty.jpg").touch() or d / "empty.jpg", "empty file"),
+    (lambda d: truncated_jpeg(d / "cut.jpg"), "truncated"),
+    (lambda d: d / "nowhere.png", "no such file"),
+    (lambda d: d, "directory"),
+])
+def test_unreadable_files_raise_lab_error(tmp_path, make, reason):
+    with pytest.raises(LabError, match=reason):
+        read_image(make(tmp_path))
+
+
+def test_collect_images(tmp_path):
+    for name in ("b.png", "a.JPG", "notes.txt", "._a.jpg", ".hidden.png"):
+        (tmp_path / name).touch()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "none").mkdir()
+    files, problems = collect_images([tmp_path, tmp_path / "none", tmp_path / "gone.png",
+                                      tmp_path / "notes.txt"])
+    assert [f.name for f in files] == ["a.JPG", "b.png", "notes.txt"]
+    assert problems == [f"{tmp_path / 'none'}: no image files in this folder",
+                        f"{tmp_path / 'gone.png'}: no such file or folder"]
+
+
+def test_output_names_stay_unique(tmp_path):
+    used = set()
+    names = [output_name(tmp_path / n, used) for n in ("cat.jpg", "cat.png", "a/cat.jpg")]
+    assert names[0] == "cat_top5.png" and len(set(names)) == 3
