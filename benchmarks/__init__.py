@@ -1,0 +1,1 @@
+"""Benchmarks for the CIFAR-100 lab (run ``python -m benchmarks.benchmark --help``)."""

@@ -1,0 +1,703 @@
+"""Benchmark the lab's training recipes and its data pipeline.
+
+Three modes:
+
+- ``train`` (default): trains a recipe (``lab`` or ``fast``) for a fixed number
+  of epochs and prints compile time, steady-state epoch time, training images/s,
+  achieved TFLOP/s (from the network's counted FLOPs), time-to-accuracy and the
+  final test top-1/top-5.
+- ``cpu-data``: times loading and preprocessing CIFAR-100 on the CPU, this
+  project's float32 path against the lab manual's float64 + ``to_categorical``
+  path, each in a fresh process (time and peak memory).
+- ``flops``: prints the counted forward FLOPs per image of the networks.
+
+Usage:
+
+    python benchmarks/benchmark.py --recipe fast --eval-every-epoch --target 0.76
+    python benchmarks/benchmark.py --recipe fast --width 0.25 --subset 2000 --epochs 2
+    python benchmarks/benchmark.py --synthetic 512 --epochs 2   # no data set needed
+    python benchmarks/benchmark.py --mode cpu-data --data-dir ../shared/cifar-100-python
+    python -m benchmarks.benchmark --mode flops
+
+The test set is only measured here, never used for any training decision
+(training runs a fixed number of epochs: no early stopping, no model choice).
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STARTED = time.perf_counter()  # for the whole process's wall time
+
+if __package__ in (None, ""):  # run as a file: python benchmarks/benchmark.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from network import cli
+from network.cli import LabError
+
+# The recipes of network.model_utils.RECIPES, spelled out so that --help and the
+# cpu-data mode need not import Keras (and its backend); checked at training time.
+RECIPE_NAMES = ("lab", "fast")
+NUM_CLASSES = 100
+TRAIN_FLOPS_FACTOR = 3  # backward pass ~ 2x forward: training ~ 3x forward FLOPs
+
+
+# --- Counting FLOPs ---------------------------------------------------------------------
+
+def _walk_layers(model):
+    """Every layer of ``model``, descending into nested models."""
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _walk_layers(layer)
+        else:
+            yield layer
+
+
+def _spatial(shape, data_format):
+    """The spatial dimensions of a batched conv input/output shape."""
+    return shape[2:] if data_format == "channels_first" else shape[1:-1]
+
+
+def flops_by_layer(model):
+    """Forward FLOPs per image of each Conv/Dense layer, as (name, flops) pairs.
+
+    A multiply-add counts as 2 FLOPs. Conv: 2 * output positions * kernel size
+    (k * k * C_in / groups * C_out); Dense: 2 * positions * in * out, biases,
+    normalisation, pooling and activations left out (they are well under 1 %
+    for these networks). Shapes come from the built model.
+    """
+    import keras
+
+    convs = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+             keras.layers.DepthwiseConv2D)
+    rows = []
+    for layer in _walk_layers(model):
+        if isinstance(layer, convs):
+            kernel = layer.kernel.shape if isinstance(layer, convs[:3]) else \
+                layer.depthwise_kernel.shape
+            positions = math.prod(_spatial(layer.output.shape, layer.data_format))
+            rows.append((layer.name, 2 * positions * math.prod(kernel)))
+        elif isinstance(layer, keras.layers.Dense):
+            positions = math.prod(layer.input.shape[1:-1])
+            rows.append((layer.name, 2 * positions * math.prod(layer.kernel.shape)))
+    return rows
+
+
+def count_flops(model):
+    """Forward FLOPs per image of ``model`` (Conv and Dense layers)."""
+    return sum(flops for _, flops in flops_by_layer(model))
+
+
+def reference_gflops(num_class=NUM_CLASSES):
+    """Forward GFLOPs per image of the lab's CNN and the classic-width ResNet-9."""
+    from network.model_utils import build_model, build_resnet9
+
+    return {
+        "lab_cnn": count_flops(build_model((32, 32, 3), num_class)) / 1e9,
+        "resnet9_width1": count_flops(build_resnet9((32, 32, 3), num_class, width=1.0)) / 1e9,
+    }
+
+
+# --- Command line -------------------------------------------------------------------------
+
+def accuracy_target(text):
+    """argparse type: an accuracy as a fraction (0.76) or a percentage (76)."""
+    value = cli.positive_float(text)
+    if 1 < value <= 100:
+        value /= 100
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"an accuracy lies in (0, 1] or (0, 100], got {text}")
+    return value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="benchmark", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--mode", choices=["train", "cpu-data", "flops"], default="train",
+                        help="what to measure")
+    parser.add_argument("--recipe", choices=RECIPE_NAMES, default="fast",
+                        help="training recipe (network.model_utils.RECIPES)")
+    parser.add_argument("--epochs", type=cli.positive_int,
+                        help="epochs to train, a fixed schedule (default: the recipe's)")
+    parser.add_argument("--batch-size", type=cli.positive_int,
+                        help="default: the recipe's (lab 64, fast 512)")
+    parser.add_argument("--width", type=cli.positive_float,
+                        help="fast recipe: channel width multiplier (default: the recipe's)")
+    parser.add_argument("--learning-rate", type=cli.positive_float,
+                        help="(peak) learning rate (default: the recipe's)")
+    parser.add_argument("--precision", default="auto",
+                        choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                        help="auto: mixed_bfloat16 for the fast recipe on a GPU, else float32")
+    parser.add_argument("--subset", type=cli.positive_int,
+                        help="train on only the first N training images")
+    parser.add_argument("--test-subset", type=cli.positive_int,
+                        help="evaluate on only the first N test images (quick CPU runs)")
+    parser.add_argument("--synthetic", type=cli.positive_int, metavar="N",
+                        help="train on N random images (and test on N) instead of CIFAR-100: "
+                             "a smoke run that needs no data set")
+    parser.add_argument("--eval-every-epoch", action="store_true",
+                        help="measure test accuracy after every epoch (outside the timed "
+                             "epochs) for time-to-accuracy; implied by --target")
+    parser.add_argument("--target", type=accuracy_target,
+                        help="test top-1 accuracy whose first arrival is timed, e.g. 0.76")
+    parser.add_argument("--data-dir", type=Path, default=cli.default_data_dir(),
+                        help="folder with CIFAR-100 'meta', 'train', 'test' "
+                             "(default: $CIFAR100_DIR or data/)")
+    parser.add_argument("--allow-md5-mismatch", action="store_true",
+                        help="accept data files whose MD5 differs from the official ones")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3,
+                        help="cpu-data: timed runs per path (the median is reported)")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="JAX: switch the persistent compilation cache off (a cold start)")
+    parser.add_argument("--verbose", action="store_true", help="show Keras's progress bar")
+    parser.add_argument("--seed", type=int, default=42, help="random seed")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write every figure and the hardware to this JSON file")
+    parser.add_argument("--child", choices=["ours", "lab"], help=argparse.SUPPRESS)
+    parser.add_argument("--trusted-pickle", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.width is not None and args.recipe != "fast":
+        parser.error("--width applies to the fast recipe only")
+    if args.synthetic is not None and args.subset is not None:
+        parser.error("--synthetic N sets the number of images: leave out --subset")
+    if args.target is not None:
+        args.eval_every_epoch = True
+    if args.json is not None:
+        cli.ensure_writable_dir(parser, args.json.resolve().parent, "folder for --json")
+    return args
+
+
+# --- Training mode ------------------------------------------------------------------------
+
+def synthetic_data(n, seed):
+    """Random uint8 images and labels: ``n`` for training and ``n`` for testing."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(2 * n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, NUM_CLASSES, size=2 * n)
+    return images[:n], labels[:n], images[n:], labels[n:]
+
+
+def load_data(args):
+    """(x_train, y_train, x_test, y_test) as uint8 images and integer labels."""
+    from network.data_utils import load_cifar100
+
+    if args.synthetic:
+        return synthetic_data(args.synthetic, args.seed)
+    data = load_cifar100(args.data_dir, download=False,
+                         allow_md5_mismatch=args.allow_md5_mismatch)
+    for option, limit, available in (("--subset", args.subset, len(data.x_train)),
+                                     ("--test-subset", args.test_subset, len(data.x_test))):
+        if limit is not None and limit > available:
+            raise LabError(f"{option} {limit} is larger than the {available} images in "
+                           f"{args.data_dir}")
+    n, m = args.subset, args.test_subset
+    return data.x_train[:n], data.y_train[:n], data.x_test[:m], data.y_test[:m]
+
+
+def epoch_callback(records, evaluate=None):
+    """A callback that times each epoch and then, outside the timing, evaluates."""
+    import keras
+
+    clock = {}
+
+    def on_epoch_begin(epoch, logs=None):
+        clock["start"] = time.perf_counter()
+
+    def on_epoch_end(epoch, logs=None):
+        # Reading the loss waits for the epoch's last step to finish, so
+        # asynchronous dispatch (JAX, GPUs) cannot hide work from the clock.
+        loss = float(logs["loss"])
+        row = {"epoch": epoch + 1, "seconds": time.perf_counter() - clock["start"],
+               "loss": loss, "train_accuracy": float(logs.get("accuracy", float("nan")))}
+        line = f"epoch {epoch + 1}: {row['seconds']:.2f} s, loss {loss:.4f}"
+        if evaluate is not None:
+            row.update(evaluate())
+            line += f", test top-1 {row['test_accuracy']:.2%} ({row['eval_seconds']:.1f} s)"
+        records.append(row)
+        print(line, flush=True)
+
+    return keras.callbacks.LambdaCallback(on_epoch_begin=on_epoch_begin,
+                                          on_epoch_end=on_epoch_end)
+
+
+def make_evaluator(model, x_test, y_test, batch_size):
+    """Test-set top-1/top-5 of ``model`` now (measured only, never used to train)."""
+
+    def evaluate():
+        start = time.perf_counter()
+        scores = model.evaluate(x_test, y_test, batch_size=batch_size, verbose=0,
+                                return_dict=True)
+        return {"test_accuracy": float(scores["accuracy"]), "test_top5": float(scores["top5"]),
+                "eval_seconds": time.perf_counter() - start}
+
+    return evaluate
+
+
+def timing_figures(epoch_seconds, train_images, forward_flops):
+    """Compile time, steady epoch time, images/s and TFLOP/s from epoch times."""
+    if len(epoch_seconds) < 2:  # one epoch cannot separate compilation from work
+        return {"first_epoch_s": epoch_seconds[0], "steady_epoch_s": None, "compile_s": None,
+                "images_per_s": None, "tflops": None}
+    steady = statistics.median(epoch_seconds[1:])
+    train_flops = TRAIN_FLOPS_FACTOR * forward_flops * train_images
+    return {
+        "first_epoch_s": epoch_seconds[0],
+        "steady_epoch_s": steady,
+        "compile_s": max(0.0, epoch_seconds[0] - steady),
+        "images_per_s": train_images / steady,
+        "tflops": train_flops / steady / 1e12,
+    }
+
+
+def time_to_accuracy(epochs, target, steady_epoch_s):
+    """When test top-1 first reached ``target`` (None when it never did)."""
+    elapsed = 0.0
+    for row in epochs:
+        elapsed += row["seconds"]
+        if row.get("test_accuracy", -1) >= target:
+            return {"target": target, "epoch": row["epoch"], "train_s": elapsed,
+                    "steady_train_s": (row["epoch"] * steady_epoch_s
+                                       if steady_epoch_s is not None else None),
+                    "test_accuracy": row["test_accuracy"]}
+    return {"target": target, "epoch": None, "train_s": None, "steady_train_s": None,
+            "test_accuracy": max((r.get("test_accuracy", 0.0) for r in epochs), default=None)}
+
+
+def device_kind():
+    """The accelerator's name (e.g. 'NVIDIA H100 80GB HBM3'), or None on CPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            return device.device_kind if device.platform != "cpu" else None
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            return tf.config.experimental.get_device_details(gpus[0]).get(
+                "device_name") if gpus else None
+    except Exception:  # device queries are best effort
+        return None
+    return None
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform's guess."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def train_benchmark(args):
+    """Train the recipe for a fixed number of epochs and gather every figure."""
+    import dataclasses
+
+    import keras
+
+    from network.data_utils import one_hot, scale_images
+    from network.model_utils import RECIPES, build_for_recipe, compile_for_recipe
+    from network.train_model import hardware_info, set_precision
+
+    cli.quiet_keras_warnings()
+    if args.recipe not in RECIPES:
+        raise LabError(f"recipe {args.recipe!r} is not in network.model_utils.RECIPES")
+    recipe = RECIPES[args.recipe]
+    recipe = dataclasses.replace(
+        recipe, width=args.width or recipe.width, batch_size=args.batch_size or recipe.batch_size,
+        epochs=args.epochs or recipe.epochs)
+
+    x_train, y_train, x_test, y_test = load_data(args)
+    x_train, y_train = scale_images(x_train), one_hot(y_train, NUM_CLASSES)
+    x_test, y_test = scale_images(x_test), one_hot(y_test, NUM_CLASSES)
+
+    keras.utils.set_random_seed(args.seed)
+    precision = set_precision(args.precision, recipe)
+    model = build_for_recipe(recipe, NUM_CLASSES, seed=args.seed)
+    steps = -(-len(x_train) // recipe.batch_size)
+    compile_for_recipe(model, recipe, steps, recipe.epochs, args.learning_rate)
+    forward_flops = count_flops(model)
+    eval_batch = max(recipe.batch_size, 256)
+
+    print(f"Benchmark: recipe {recipe.name}, backend {keras.backend.backend()}, "
+          f"{len(x_train)} training images, {recipe.epochs} epochs, batch {recipe.batch_size}, "
+          f"{precision}", flush=True)
+    epochs = []
+    evaluate = make_evaluator(model, x_test, y_test, eval_batch)
+    fit_start = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.epochs,
+              callbacks=[epoch_callback(epochs, evaluate if args.eval_every_epoch else None)],
+              verbose=1 if args.verbose else 0)
+    fit_seconds = time.perf_counter() - fit_start
+    final = ({k: epochs[-1][k] for k in ("test_accuracy", "test_top5", "eval_seconds")}
+             if args.eval_every_epoch else evaluate())
+
+    timing = timing_figures([row["seconds"] for row in epochs], len(x_train), forward_flops)
+    hardware = {**hardware_info(), "device_kind": device_kind(), "cpu_model": cpu_model(),
+                "jax_compilation_cache": os.environ.get("JAX_COMPILATION_CACHE_DIR") or None}
+    settings = {
+        "recipe": recipe.name,
+        "backend": keras.backend.backend(),
+        "batch_size": recipe.batch_size,
+        "width": None if recipe.name == "lab" else recipe.width,  # the lab CNN has no width
+        "epochs": recipe.epochs,
+        "learning_rate": args.learning_rate or recipe.learning_rate,
+        "precision": precision,
+        "subset": args.subset,
+        "test_subset": args.test_subset,
+        "synthetic": args.synthetic,
+        "data_dir": None if args.synthetic else str(args.data_dir),
+        "seed": args.seed,
+    }
+    return {
+        "mode": "train",
+        "settings": settings,
+        "hardware": hardware,
+        "model": {"name": model.name, "parameters": model.count_params(),
+                  "forward_gflops_per_image": forward_flops / 1e9,
+                  "train_gflops_per_image": TRAIN_FLOPS_FACTOR * forward_flops / 1e9},
+        "reference_forward_gflops_per_image": reference_gflops(),
+        "train_images": len(x_train),
+        "test_images": len(x_test),
+        "timing": {**timing, "fit_s": fit_seconds, "train_s": sum(r["seconds"] for r in epochs),
+                   "final_eval_s": final["eval_seconds"],
+                   "process_s": time.perf_counter() - STARTED},
+        "epochs": epochs,
+        "time_to_accuracy": (time_to_accuracy(epochs, args.target, timing["steady_epoch_s"])
+                             if args.target is not None else None),
+        "test": {"accuracy": final["test_accuracy"], "top5_accuracy": final["test_top5"]},
+    }
+
+
+def _fmt(value, unit="", digits=3):
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}{unit}" if abs(value) < 1000 else f"{value:,.0f}{unit}"
+    return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
+
+
+def print_table(title, rows):
+    """Print (label, value) rows as a two-column table."""
+    width = max(len(label) for label, _ in rows)
+    print(f"\n{title}\n{'-' * len(title)}")
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+
+
+def print_train_report(result):
+    s, t, hw = result["settings"], result["timing"], result["hardware"]
+    ref = result["reference_forward_gflops_per_image"]
+    rows = [
+        ("recipe", s["recipe"] + (f" (width {s['width']:g})" if s["width"] else "")),
+        ("backend", s["backend"]),
+        ("device", hw["device_kind"] or f"CPU: {hw['cpu_model']} ({hw['cpu_count']} cores)"),
+        ("keras", hw["keras"]),
+        ("precision", s["precision"]),
+        ("batch size", s["batch_size"]),
+        ("epochs", s["epochs"]),
+        ("training images", _fmt(result["train_images"])),
+        ("test images", _fmt(result["test_images"])
+         + (" (synthetic)" if s["synthetic"] else "")),
+        ("parameters", _fmt(result["model"]["parameters"])),
+        ("forward GFLOPs/image", _fmt(result["model"]["forward_gflops_per_image"], digits=4)),
+        ("  lab CNN / ResNet-9 (x1)", f"{ref['lab_cnn']:.4g} / {ref['resnet9_width1']:.4g}"),
+        ("first epoch", _fmt(t["first_epoch_s"], " s")),
+        ("compile time", _fmt(t["compile_s"], " s") + "  (first epoch - steady epoch)"),
+        ("steady epoch", _fmt(t["steady_epoch_s"], " s") + "  (median of epochs 2..)"),
+        ("training images/s", _fmt(t["images_per_s"])),
+        ("achieved TFLOP/s", _fmt(t["tflops"]) + "  (3 x forward FLOPs)"),
+        ("training time", _fmt(t["train_s"], " s") + "  (all epochs, evaluation excluded)"),
+    ]
+    tta = result["time_to_accuracy"]
+    if tta is not None:
+        if tta["epoch"] is None:
+            best = tta["test_accuracy"]
+            reached = f"not reached (best {best:.2%})" if best is not None else "not reached"
+        else:
+            reached = (f"epoch {tta['epoch']}: {_fmt(tta['train_s'], ' s')} of training, "
+                       f"{_fmt(tta['steady_train_s'], ' s')} steady-state")
+        rows.append((f"time to {tta['target']:.2%} top-1", reached))
+    rows += [
+        ("test top-1", f"{result['test']['accuracy']:.2%}"),
+        ("test top-5", f"{result['test']['top5_accuracy']:.2%}"),
+        ("process wall time", _fmt(t["process_s"], " s")),
+    ]
+    print_table("Training benchmark", rows)
+
+
+def flops_report(args):
+    """Forward FLOPs of the lab CNN, ResNet-9 and the chosen recipe's network."""
+    import dataclasses
+
+    import keras
+
+    from network.model_utils import RECIPES, build_for_recipe
+
+    recipe = RECIPES[args.recipe]
+    recipe = dataclasses.replace(recipe, width=args.width or recipe.width)
+    model = build_for_recipe(recipe, NUM_CLASSES)
+    return {"mode": "flops", "backend": keras.backend.backend(), "recipe": recipe.name,
+            "width": recipe.width if recipe.name != "lab" else None,
+            "forward_gflops_per_image": count_flops(model) / 1e9,
+            "layers": [{"name": n, "gflops": f / 1e9} for n, f in flops_by_layer(model)],
+            "reference_forward_gflops_per_image": reference_gflops()}
+
+
+def print_flops_report(result):
+    ref = result["reference_forward_gflops_per_image"]
+    name = result["recipe"] + (f" (width {result['width']:g})" if result["width"] else "")
+    rows = [(layer["name"], f"{layer['gflops']:.4f}") for layer in result["layers"]]
+    rows += [(f"total: {name}", f"{result['forward_gflops_per_image']:.4f}"),
+             ("lab CNN", f"{ref['lab_cnn']:.4f}"),
+             ("ResNet-9 (64-128-256-512)", f"{ref['resnet9_width1']:.4f}")]
+    print_table("Forward GFLOPs per image (training ~ 3x)", rows)
+
+
+# --- CPU data mode ------------------------------------------------------------------------
+
+def our_path(data_dir, allow_md5_mismatch):
+    """This project's path: checked loading, uint8 NHWC, float32 scaling and one-hot."""
+    from network.data_utils import load_cifar100, one_hot, scale_images
+
+    start = time.perf_counter()
+    data = load_cifar100(data_dir, download=False, allow_md5_mismatch=allow_md5_mismatch)
+    loaded = time.perf_counter()
+    arrays = (scale_images(data.x_train), one_hot(data.y_train, NUM_CLASSES),
+              scale_images(data.x_test), one_hot(data.y_test, NUM_CLASSES))
+    return arrays, loaded - start, time.perf_counter() - loaded
+
+
+def lab_path(data_dir, trusted_pickle):
+    """The lab manual's data_utils: pickle.load, reshape/transpose, x / 255. (float64)
+    and keras.utils.to_categorical, for meta, train and test.
+
+    ``pickle.load`` runs only on files whose MD5 matched the official ones (the
+    parent checks): any other file goes through the project's restricted
+    unpickler, the same C unpickler, so no data file can run code here.
+    """
+    import pickle
+
+    import keras
+
+    from network.data_utils import get_raw_data_set as safe_load
+
+    def get_raw_data_set(file_name):
+        if not trusted_pickle:
+            return safe_load(file_name)
+        with open(file_name, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+
+    def preprocess_data(raw_data, num_class):
+        x_data = raw_data["data"]
+        x_data = x_data.reshape(len(x_data), 3, 32, 32).transpose(0, 2, 3, 1)
+        x_data = x_data / 255.
+        y_data = raw_data["fine_labels"]
+        y_data = keras.utils.to_categorical(y_data, num_class)
+        return x_data, y_data
+
+    data_dir = Path(data_dir)
+    start = time.perf_counter()
+    raws = [get_raw_data_set(data_dir / name) for name in ("meta", "train", "test")]
+    loaded = time.perf_counter()
+    arrays = (*preprocess_data(raws[1], NUM_CLASSES), *preprocess_data(raws[2], NUM_CLASSES))
+    return arrays, loaded - start, time.perf_counter() - loaded
+
+
+def _rss_now_mib():
+    """The process's current resident memory in MiB (Linux), else None."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mib():
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KB
+
+
+def child_main(args):
+    """Run one path ``--repeats`` times, then once under tracemalloc; print JSON."""
+    import tracemalloc
+
+    if args.child == "lab":
+        import keras  # noqa: F401  (the manual imports it; keep the import out of the timing)
+
+        def run():
+            return lab_path(args.data_dir, args.trusted_pickle)
+    else:
+        def run():
+            return our_path(args.data_dir, args.allow_md5_mismatch)
+
+    baseline = _rss_now_mib()
+    load_s, prep_s, result_bytes, dtype = [], [], 0, None
+    for _ in range(args.repeats):
+        arrays, load, prep = run()
+        load_s.append(load)
+        prep_s.append(prep)
+        result_bytes = sum(a.nbytes for a in arrays)
+        dtype = str(arrays[0].dtype)
+        del arrays  # free before the next run, so the peak is one run's
+    peak_rss = _peak_rss_mib()
+    # Python-level allocation peak (NumPy reports its buffers to tracemalloc).
+    tracemalloc.start()
+    arrays = run()
+    traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    del arrays
+    totals = [a + b for a, b in zip(load_s, prep_s)]
+    print(json.dumps({
+        "path": args.child, "repeats": args.repeats, "dtype": dtype,
+        "seconds": statistics.median(totals), "seconds_min": min(totals),
+        "load_s": statistics.median(load_s), "preprocess_s": statistics.median(prep_s),
+        "tracemalloc_peak_mib": traced_peak, "peak_rss_mib": peak_rss,
+        "baseline_rss_mib": baseline,
+        "rss_growth_mib": peak_rss - baseline if baseline is not None else None,
+        "result_mib": result_bytes / 2**20,
+        "unpickler": ("pickle.load" if args.trusted_pickle else "restricted")
+        if args.child == "lab" else "restricted",
+    }))
+    return 0
+
+
+def require_data_files(data_dir):
+    """Stop early, with a hint, when the data files are missing."""
+    from network.data_utils import missing_files
+
+    missing = missing_files(data_dir)
+    if missing:
+        raise LabError(f"{', '.join(missing)} not found in {data_dir}: put the CIFAR-100 files "
+                       "'meta', 'train', 'test' there (python -m network.train_model downloads "
+                       "them), or use --synthetic N for a training smoke run")
+
+
+def check_data_files(data_dir, allow_md5_mismatch):
+    """Whether every data file is the official one (a mismatch stops unless allowed).
+
+    Hashing also reads every file once, so neither path pays for the first
+    read from disk.
+    """
+    from network.data_utils import FILE_MD5, check_md5
+
+    require_data_files(data_dir)
+    return all([check_md5(Path(data_dir) / name, allow_md5_mismatch) for name in FILE_MD5])
+
+
+def run_child(path_name, args, trusted):
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", path_name,
+               "--data-dir", str(args.data_dir), "--repeats", str(args.repeats)]
+    if args.allow_md5_mismatch:
+        command.append("--allow-md5-mismatch")
+    if trusted:
+        command.append("--trusted-pickle")
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise LabError(f"the {path_name} data path failed: "
+                       f"{lines[-1] if lines else 'exit status ' + str(result.returncode)}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def cpu_data_benchmark(args):
+    """Time and measure both data paths, each in a fresh process."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    trusted = check_data_files(args.data_dir, args.allow_md5_mismatch)
+    paths = {name: run_child(name, args, trusted) for name in ("ours", "lab")}
+    try:
+        keras_version = version("keras")
+    except PackageNotFoundError:
+        keras_version = None
+    return {
+        "mode": "cpu-data",
+        "data_dir": str(args.data_dir),
+        "official_files": trusted,
+        "paths": paths,
+        "speedup": paths["lab"]["seconds"] / paths["ours"]["seconds"],
+        "hardware": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+                     "machine": platform.machine(), "python": platform.python_version(),
+                     "numpy": np.__version__, "keras": keras_version,
+                     "backend": os.environ.get("KERAS_BACKEND", "tensorflow")},
+    }
+
+
+def print_cpu_report(result):
+    ours, lab = result["paths"]["ours"], result["paths"]["lab"]
+    hw = result["hardware"]
+    rows = [("", f"{'ours (float32)':>16}  {'lab manual (float64)':>20}")]
+    figures = (("time, median", "seconds", " s"), ("time, best", "seconds_min", " s"),
+               ("  loading", "load_s", " s"), ("  preprocessing", "preprocess_s", " s"),
+               ("peak RSS", "peak_rss_mib", " MiB"), ("RSS growth", "rss_growth_mib", " MiB"),
+               ("tracemalloc peak", "tracemalloc_peak_mib", " MiB"),
+               ("result arrays", "result_mib", " MiB"))
+    for label, key, unit in figures:
+        rows.append((label, f"{_fmt(ours[key], unit):>16}  {_fmt(lab[key], unit):>20}"))
+    rows += [("speed-up", f"{result['speedup']:.2f}x (lab time / our time)"),
+             ("runs", f"{ours['repeats']} per path, each path in a fresh process"),
+             ("data", result["data_dir"] + ("" if result["official_files"] else
+                                            " (not the official files)")),
+             ("CPU", f"{hw['cpu_model']} ({hw['cpu_count']} cores), Python {hw['python']}, "
+                     f"NumPy {hw['numpy']}")]
+    print_table("CPU data loading + preprocessing (train + test)", rows)
+
+
+# --- Entry point --------------------------------------------------------------------------
+
+def write_json(path, result):
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+    print(f"\nFigures written to {path}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args)
+    if args.no_compile_cache:  # read by JAX when it is first imported (below)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = ""
+    if args.mode == "cpu-data":
+        result = cpu_data_benchmark(args)
+        print_cpu_report(result)
+    elif args.mode == "flops":
+        result = flops_report(args)
+        print_flops_report(result)
+    else:
+        if not args.synthetic:  # before the slow Keras import
+            require_data_files(args.data_dir)
+        result = train_benchmark(args)
+        print_train_report(result)
+    if args.json is not None:
+        write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_main(main)

@@ -1,0 +1,167 @@
+"""The benchmark script: FLOP counting, the training mode and the CPU data mode."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import benchmark
+from conftest import ROOT, assert_clean_error
+
+SCRIPT = ROOT / "benchmarks" / "benchmark.py"
+
+
+def run_benchmark(*args, env=None, module=False):
+    """Run the benchmark in a subprocess (as a file, or with ``-m``)."""
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child_env.pop("CIFAR100_DIR", None)
+    child_env.update(env or {})
+    target = ["-m", "benchmarks.benchmark"] if module else [str(SCRIPT)]
+    return subprocess.run([sys.executable, *target, *map(str, args)], cwd=ROOT, env=child_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+# --- FLOPs -----------------------------------------------------------------------------------
+
+def test_count_flops_matches_hand_computation():
+    import keras
+    from keras import layers
+
+    inner = keras.Sequential([keras.Input((3, 3, 4)),
+                              layers.Conv2D(5, 3, strides=2, padding="valid")], name="inner")
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same")(inputs)      # 8x8 out, 3x3x3 -> 4
+    x = layers.MaxPool2D(2)(x)                            # 4x4: no FLOPs counted
+    x = layers.Conv2D(4, 2, padding="valid")(x)          # 3x3 out, 2x2x4 -> 4
+    x = inner(x)                                          # 1x1 out, 3x3x4 -> 5 (nested model)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(7)(x)                          # 5 -> 7
+    model = keras.Model(inputs, outputs)
+
+    expected = [2 * 8 * 8 * (3 * 3 * 3) * 4,
+                2 * 3 * 3 * (2 * 2 * 4) * 4,
+                2 * 1 * 1 * (3 * 3 * 4) * 5,
+                2 * 5 * 7]
+    assert [f for _, f in benchmark.flops_by_layer(model)] == expected
+    assert benchmark.count_flops(model) == sum(expected) == 15_406
+
+
+def test_reference_networks_flops():
+    def conv(size, c_in, c_out):
+        return 2 * size * size * 9 * c_in * c_out
+
+    lab = (conv(32, 3, 128) + conv(32, 128, 128) + conv(16, 128, 256) + conv(16, 256, 256)
+           + conv(8, 256, 512) + conv(8, 512, 512) + 2 * (4 * 4 * 512 * 1000 + 1000 * 1000
+                                                         + 1000 * 100))
+    resnet9 = (conv(32, 3, 64) + conv(32, 64, 128) + 2 * conv(16, 128, 128)
+               + conv(16, 128, 256) + conv(8, 256, 512) + 2 * conv(4, 512, 512) + 2 * 512 * 100)
+    ref = benchmark.reference_gflops()
+    assert ref["lab_cnn"] == pytest.approx(lab / 1e9)
+    assert ref["resnet9_width1"] == pytest.approx(resnet9 / 1e9)
+    assert 1.2 < ref["lab_cnn"] < 1.3 and 0.75 < ref["resnet9_width1"] < 0.77
+
+
+# --- Pure helpers ----------------------------------------------------------------------------
+
+def test_timing_figures_separate_compilation():
+    figures = benchmark.timing_figures([5.0, 1.0, 1.2, 1.1], 1000, 2e9)
+    assert figures["steady_epoch_s"] == pytest.approx(1.1)
+    assert figures["compile_s"] == pytest.approx(3.9)
+    assert figures["images_per_s"] == pytest.approx(1000 / 1.1)
+    assert figures["tflops"] == pytest.approx(3 * 2e9 * 1000 / 1.1 / 1e12)
+    assert benchmark.timing_figures([5.0], 1000, 2e9)["steady_epoch_s"] is None
+
+
+def test_time_to_accuracy_first_arrival():
+    epochs = [{"epoch": 1, "seconds": 10.0, "test_accuracy": 0.3},
+              {"epoch": 2, "seconds": 2.0, "test_accuracy": 0.61},
+              {"epoch": 3, "seconds": 2.0, "test_accuracy": 0.65}]
+    hit = benchmark.time_to_accuracy(epochs, 0.6, steady_epoch_s=2.0)
+    assert (hit["epoch"], hit["train_s"], hit["steady_train_s"]) == (2, 12.0, 4.0)
+    miss = benchmark.time_to_accuracy(epochs, 0.7, steady_epoch_s=2.0)
+    assert miss["epoch"] is None and miss["test_accuracy"] == 0.65
+
+
+def test_option_errors():
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.parse_args(["--recipe", "lab", "--width", "2"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--target", "150"])
+    assert benchmark.parse_args(["--target", "76"]).target == pytest.approx(0.76)
+    assert benchmark.parse_args(["--target", "0.5"]).eval_every_epoch
+
+
+# --- Training mode ---------------------------------------------------------------------------
+
+def test_training_mode_smoke(tmp_path, capsys):
+    """Two epochs on random images, in this process (one Keras import for the module)."""
+    out = tmp_path / "train.json"
+    code = benchmark.main(["--synthetic", "256", "--recipe", "fast", "--width", "0.0625",
+                           "--epochs", "2", "--batch-size", "128", "--precision", "float32",
+                           "--eval-every-epoch", "--target", "0.001", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for label in ("compile time", "steady epoch", "training images/s", "achieved TFLOP/s",
+                  "time to 0.10% top-1", "test top-1", "test top-5", "forward GFLOPs/image"):
+        assert label in printed, printed
+
+    result = json.loads(out.read_text())
+    timing = result["timing"]
+    for key in ("first_epoch_s", "steady_epoch_s", "compile_s", "images_per_s", "tflops",
+                "train_s", "process_s"):
+        assert timing[key] is not None and timing[key] >= 0, key
+    assert timing["steady_epoch_s"] > 0 and timing["images_per_s"] > 0 and timing["tflops"] > 0
+    assert result["train_images"] == 256 and result["test_images"] == 256
+    assert result["settings"]["width"] == 0.0625 and result["settings"]["epochs"] == 2
+    assert [row["epoch"] for row in result["epochs"]] == [1, 2]
+    assert all(0 <= row["test_accuracy"] <= 1 for row in result["epochs"])
+    assert result["model"]["forward_gflops_per_image"] > 0
+    reached = result["time_to_accuracy"]
+    accuracies = [row["test_accuracy"] for row in result["epochs"]]
+    first = next((i + 1 for i, a in enumerate(accuracies) if a >= 0.001), None)
+    assert reached["epoch"] == first
+    if first is not None:
+        assert reached["train_s"] == pytest.approx(sum(r["seconds"] for r in
+                                                       result["epochs"][:first]))
+    assert 0 <= result["test"]["accuracy"] <= result["test"]["top5_accuracy"] <= 1
+    hardware = result["hardware"]
+    assert hardware["backend"] and hardware["keras"] and hardware["cpu_count"] >= 1
+    assert hardware["devices"]
+
+
+# --- CPU data mode and the command line -----------------------------------------------------
+
+def test_cpu_data_mode_compares_both_paths(fake_data, tmp_path):
+    out = tmp_path / "cpu.json"
+    # The numpy backend keeps the lab path's `import keras` quick; to_categorical
+    # on a list is plain NumPy on every backend.
+    result = run_benchmark("--mode", "cpu-data", "--data-dir", fake_data,
+                           "--allow-md5-mismatch", "--repeats", "1", "--json", out,
+                           env={"KERAS_BACKEND": "numpy"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lab manual (float64)" in result.stdout and "peak RSS" in result.stdout
+    figures = json.loads(out.read_text())
+    ours, lab = figures["paths"]["ours"], figures["paths"]["lab"]
+    for path in (ours, lab):
+        for key in ("seconds", "load_s", "preprocess_s", "peak_rss_mib", "tracemalloc_peak_mib",
+                    "result_mib"):
+            assert path[key] > 0, key
+    assert (ours["dtype"], lab["dtype"]) == ("float32", "float64")
+    assert lab["result_mib"] > 1.9 * ours["result_mib"]
+    assert lab["tracemalloc_peak_mib"] > ours["tracemalloc_peak_mib"]
+    assert not figures["official_files"] and lab["unpickler"] == "restricted"
+
+
+def test_cpu_data_mode_missing_data_is_a_clean_error(tmp_path):
+    result = run_benchmark("--mode", "cpu-data", "--data-dir", tmp_path / "nowhere")
+    assert_clean_error(result, "benchmark: error:", "not found")
+
+
+def test_help_as_module():
+    result = run_benchmark("--help", module=True)
+    assert result.returncode == 0
+    for option in ("--mode", "--synthetic", "--eval-every-epoch", "--target", "--json"):
+        assert option in result.stdout
