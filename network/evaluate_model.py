@@ -62,6 +62,14 @@ def classification_tables(y_true, y_pred, names):
     return text, table.transpose()
 
 
+def pick_samples(count, seed, k=NUM_SAMPLES):
+    """Indices of ``min(k, count)`` distinct random images out of ``count``.
+
+    The manual drew with replacement, so its grid could show an image twice.
+    """
+    return np.random.default_rng(seed).choice(count, size=min(k, count), replace=False)
+
+
 def main(argv=None):
     args = parse_args(argv)
     show = cli.setup_matplotlib(args.show)
@@ -104,9 +112,7 @@ def main(argv=None):
     cm = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
     plot_confusion_matrix(cm, names, out / "confusion_matrix.png", show=show)
 
-    # 16 distinct random test images (the manual drew with replacement).
-    rng = np.random.default_rng(args.seed)
-    chosen = rng.choice(count, size=min(NUM_SAMPLES, count), replace=False)
+    chosen = pick_samples(count, args.seed)
     plot_test_samples(images[chosen], [names[i] for i in labels[chosen]],
                       [names[i] for i in predicted[chosen]], out / "test_samples.png", show=show)
 

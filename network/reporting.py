@@ -37,8 +37,15 @@ def evaluate_probabilities(probs, y_true, coarse_true, fine_to_coarse):
 
 
 def load_history(csv_path):
-    """Read history.csv, keeping the last row of any epoch a resumed run repeated."""
+    """Read history.csv, keeping the last row of any epoch a resumed run repeated.
+
+    Keras's CSVLogger adds empty ``val_*`` columns to a run without validation
+    (and a meaningless ``val_epoch_time_s``); those are dropped, so the file
+    and the curves show only what was measured.
+    """
     history = pd.read_csv(csv_path)
+    empty = [c for c in history if c.startswith("val_") and history[c].isna().all()]
+    history = history.drop(columns=[*empty, "val_epoch_time_s"], errors="ignore")
     history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
     history = history.reset_index(drop=True)
     history.to_csv(csv_path, index=False)
@@ -48,6 +55,7 @@ def load_history(csv_path):
 def plot_history(history, path, show=False):
     """Loss and accuracy, training vs validation, side by side (the manual's figure)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = history["epoch"] + 1
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
@@ -56,6 +64,7 @@ def plot_history(history, path, show=False):
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], "o-", label=f"Validation {title.lower()}")
         ax.set_xlabel("Epoch", fontsize=13)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.5"
         ax.set_ylabel(title, fontsize=13)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -86,7 +95,7 @@ def plot_test_samples(images, true_names, pred_names, path, show=False):
 
     cols = 4
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.8 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, true, pred in zip(axes.flat, images, true_names, pred_names):
@@ -94,7 +103,7 @@ def plot_test_samples(images, true_names, pred_names, path, show=False):
         ax.set_title(f"True: {true}\nPredicted: {pred}", fontsize=11,
                      color="green" if true == pred else "red")
     fig.suptitle("Images with true and predicted labels", fontsize=16)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # keep the first row's titles off the suptitle
     save_figure(fig, path, show)
 
 

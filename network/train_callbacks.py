@@ -1,10 +1,12 @@
 """Keras callbacks that make training safe to interrupt and to resume.
 
 - ``AtomicCheckpoint`` writes the best model to a temporary file and renames it
-  into place, so a crash mid-save never leaves a half-written ``best_model.h5``.
-- ``ResumableEarlyStopping`` and ``StateWriter`` carry early stopping's
-  counters across a resumed run (``BackupAndRestore`` restores the weights,
-  the optimizer and the epoch).
+  into place, so a crash mid-save never leaves a half-written ``best_model.h5``,
+  and a NaN epoch never replaces a good model.
+- ``StateWriter`` backs up, after each epoch, everything a resumed run needs:
+  the weights with the optimizer's state, the epoch, the checkpoint's best
+  score and early stopping's counters. ``ResumableEarlyStopping`` starts from
+  those counters, and ``restore_backup`` puts the weights back.
 - ``EpochTimer`` adds each epoch's wall time to the logs (and so to history.csv).
 """
 
@@ -28,8 +30,21 @@ def atomic_save(model, path):
         tmp.unlink(missing_ok=True)
 
 
+def atomic_write_json(payload, path):
+    """Write ``payload`` as JSON to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
-    """Keep the model with the lowest ``monitor`` (or, without one, the latest)."""
+    """Keep the model with the lowest ``monitor`` (or, without one, the latest).
+
+    ``best`` is the score to beat (a resumed run passes its saved best).
+    Epochs whose score, or loss when there is no monitor, is NaN or infinite
+    are never saved, so a diverging run keeps its last good model.
+    """
 
     def __init__(self, path, monitor="val_loss", best=None, verbose=1):
         super().__init__()
@@ -37,21 +52,30 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.best = np.inf if best is None else best
         self.verbose = verbose
+        self.saved = best is not None  # whether this run (or the one it resumes) saved
 
     def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        current = logs.get(self.monitor or "loss")
+        if current is None or not np.isfinite(current):
+            if self.verbose:
+                print(f"\nEpoch {epoch + 1}: {self.monitor or 'loss'} is {current}, "
+                      f"model not saved")
+            return
         if self.monitor is None:
             atomic_save(self.model, self.path)
+            self.saved = True
             return
-        current = (logs or {}).get(self.monitor)
-        if current is None or not np.isfinite(current) or current >= self.best:
+        if current >= self.best:
             if self.verbose:
                 print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
             return
         if self.verbose:
             print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
                   f"{current:.5f}, saving model to {self.path}")
-        self.best = float(current)
         atomic_save(self.model, self.path)
+        self.best = float(current)
+        self.saved = True
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -68,34 +92,60 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         state = self.resume_state
-        if "es_best" not in state or state["es_best"] is None:
+        if state.get("es_best") is None:
             return
         self.wait = state["es_wait"]
         self.best = state["es_best"]
         self.best_epoch = state["es_best_epoch"]
-        if self.restore_best_weights and Path(self.best_model_path).is_file():
+        if (self.restore_best_weights and self.best_model_path
+                and Path(self.best_model_path).is_file()):
             best = keras.saving.load_model(self.best_model_path, compile=False)
             self.best_weights = best.get_weights()
 
 
 class StateWriter(keras.callbacks.Callback):
-    """After each epoch, write what a resumed run needs beyond the backup."""
+    """After each epoch, back up what a resumed run needs, in a crash-safe order.
+
+    The weights (with the optimizer's state) go to ``epoch-<n>.weights.h5``
+    first; the state file (``path``), which names it, is replaced last. So at
+    any moment the state file describes a complete backup, whatever kills the
+    process and when. Put this callback after the checkpoint and early
+    stopping, so it records their state at the end of the epoch.
+    """
 
     def __init__(self, path, checkpoint, early_stop=None):
         super().__init__()
         self.path = Path(path)
+        self.resume_dir = self.path.parent
         self.checkpoint = checkpoint
         self.early_stop = early_stop
 
     def on_epoch_end(self, epoch, logs=None):
-        state = {"epoch": epoch + 1, "checkpoint_best": _finite(self.checkpoint.best)}
+        weights = f"epoch-{epoch + 1}.weights.h5"
+        tmp = self.resume_dir / f".partial-{weights}"
+        self.model.save_weights(tmp)
+        os.replace(tmp, self.resume_dir / weights)
+        state = {"epoch": epoch + 1, "weights": weights,
+                 "checkpoint_best": _finite(self.checkpoint.best)}
         if self.early_stop is not None:
             state.update(es_wait=self.early_stop.wait,
                          es_best=_finite(self.early_stop.best),
                          es_best_epoch=self.early_stop.best_epoch)
-        tmp = self.path.with_name(f".{self.path.name}.partial")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.path)
+        atomic_write_json(state, self.path)
+        for old in self.resume_dir.glob("epoch-*.weights.h5"):  # earlier backups
+            if old.name != weights:
+                old.unlink(missing_ok=True)
+
+
+def restore_backup(model, resume_dir, state):
+    """Load the weights and optimizer state that ``StateWriter`` backed up.
+
+    Returns the epoch to continue from (``fit``'s ``initial_epoch``).
+    """
+    if not model.optimizer.built:  # the optimizer's variables must exist to be loaded
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(Path(resume_dir) / state["weights"])
+    return int(state["epoch"])
 
 
 class EpochTimer(keras.callbacks.Callback):

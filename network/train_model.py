@@ -38,17 +38,21 @@ from network.data_utils import NUM_CLASSES, load_cifar100, one_hot, scale_images
 
 RESUME_DIR = "resume"          # inside --output-dir while a run is unfinished
 RUN_FILE = "run.json"          # the run's settings, kept for --resume
-STATE_FILE = "state.json"      # early-stopping and checkpoint state per epoch
+STATE_FILE = "state.json"      # the last finished epoch: its weights file, checkpoint
+                               # and early-stopping state (see StateWriter)
 TRAIN_SIZE = 50_000
+# The recipes in model_utils.RECIPES, named here so that option errors come back at
+# once, without importing Keras (a test keeps the two in step).
+RECIPE_NAMES = ("fast", "lab")
+# Options that change a run's settings (a resumed run keeps the original ones).
+SETTING_OPTIONS = ("epochs", "batch_size", "learning_rate", "subset", "val_split", "width")
 
 
 def parse_args(argv=None):
-    from network.model_utils import RECIPES
-
     parser = argparse.ArgumentParser(
         prog="train_model", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="lab",
+    parser.add_argument("--recipe", choices=RECIPE_NAMES, default="lab",
                         help="training recipe")
     parser.add_argument("--epochs", type=cli.positive_int,
                         help="maximum epochs (lab: 100, fast: 30)")
@@ -77,10 +81,10 @@ def parse_args(argv=None):
         parser.error(f"--subset {args.subset} is larger than the {TRAIN_SIZE} training images")
     if args.val_split is not None and not 0 <= args.val_split < 1:
         parser.error(f"--val-split must lie in [0, 1), got {args.val_split}")
-    cli.ensure_writable_dir(parser, args.output_dir, "output folder")
-    cli.ensure_writable_dir(parser, args.model_path.parent, "model folder")
     if args.model_path.suffix not in (".h5", ".keras"):
         parser.error(f"--model-path must end in .h5 or .keras, got {args.model_path.name}")
+    cli.ensure_writable_dir(parser, args.output_dir, "output folder")
+    cli.ensure_writable_dir(parser, args.model_path.parent, "model folder")
     return args
 
 
@@ -118,10 +122,18 @@ def prepare_resume(args, resume_dir):
         if not interrupted:
             raise LabError(f"no interrupted run to resume in {resume_dir} "
                            "(no finished epoch was saved there)")
-        settings = json.loads(run_file.read_text())
-        state = json.loads(state_file.read_text())
-        print(f"Resuming the interrupted run after epoch {state['epoch']} "
-              f"with its original settings (recipe {settings['recipe']})")
+        try:
+            settings = json.loads(run_file.read_text())
+            state = json.loads(state_file.read_text())
+            print(f"Resuming the interrupted run after epoch {state['epoch']} "
+                  f"with its original settings (recipe {settings['recipe']})")
+        except (ValueError, KeyError, TypeError):
+            raise LabError(f"the interrupted run in {resume_dir} is damaged: pass --restart "
+                           "to discard it and start afresh") from None
+        ignored = [f"--{name.replace('_', '-')}" for name in SETTING_OPTIONS
+                   if getattr(args, name) is not None]
+        if ignored:
+            print(f"Note: {', '.join(ignored)} ignored: a resumed run keeps its settings")
         return settings, state
     if interrupted and not args.restart:
         raise LabError(f"an interrupted run was found in {resume_dir}: pass --resume to "
@@ -166,6 +178,8 @@ def make_callbacks(settings, state, model_path, output_dir, resume_dir, has_val)
     monitor = "val_loss" if has_val else None  # no hold-out: keep the latest model
     checkpoint = AtomicCheckpoint(model_path, monitor=monitor,
                                   best=state.get("checkpoint_best"))
+    # Order matters: the timer adds epoch_time_s to the logs the others see, and
+    # StateWriter runs last to record the checkpoint's and early stopping's state.
     callbacks = [EpochTimer(), keras.callbacks.TerminateOnNaN(), checkpoint]
     early_stop = None
     patience = settings["patience"]
@@ -177,9 +191,28 @@ def make_callbacks(settings, state, model_path, output_dir, resume_dir, has_val)
     callbacks += [
         keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=bool(state)),
         StateWriter(resume_dir / STATE_FILE, checkpoint, early_stop),
-        keras.callbacks.BackupAndRestore(str(resume_dir / "backup"), delete_checkpoint=True),
     ]
-    return callbacks
+    return callbacks, checkpoint
+
+
+def resume_training(model, resume_dir, state, history_path):
+    """Restore the backed-up weights and trim history.csv to the finished epochs.
+
+    Returns the epoch to continue from. A row the killed run wrote after its
+    last backup (or half-wrote) is dropped, so every epoch appears once.
+    """
+    from network.train_callbacks import restore_backup
+
+    try:
+        initial_epoch = restore_backup(model, resume_dir, state)
+    except Exception as err:  # missing or damaged backup: Keras raises many types
+        raise LabError(f"the backup of the interrupted run in {resume_dir} cannot be loaded "
+                       f"({type(err).__name__}): pass --restart to start afresh") from None
+    lines = history_path.read_text().splitlines() if history_path.is_file() else []
+    kept = lines[:1] + [line for line in lines[1:]
+                        if line.split(",")[0].isdigit() and int(line.split(",")[0]) < initial_epoch]
+    history_path.write_text("".join(f"{line}\n" for line in kept))
+    return initial_epoch
 
 
 def main(argv=None):
@@ -223,11 +256,21 @@ def main(argv=None):
 
     has_val = len(x_val) > 0
     val_data = (scale_images(x_val), one_hot(y_val, NUM_CLASSES)) if has_val else None
-    callbacks = make_callbacks(settings, state, model_path, output_dir, resume_dir, has_val)
+    callbacks, checkpoint = make_callbacks(settings, state, model_path, output_dir, resume_dir,
+                                           has_val)
+    initial_epoch = resume_training(model, resume_dir, state, output_dir / "history.csv") \
+        if state else 0
     started = time.perf_counter()
-    model.fit(scale_images(x_train), one_hot(y_train, NUM_CLASSES),
-              batch_size=settings["batch_size"], epochs=settings["epochs"],
-              validation_data=val_data, callbacks=callbacks, verbose="auto")
+    try:
+        model.fit(scale_images(x_train), one_hot(y_train, NUM_CLASSES),
+                  batch_size=settings["batch_size"], epochs=settings["epochs"],
+                  initial_epoch=initial_epoch, validation_data=val_data, callbacks=callbacks,
+                  verbose="auto")
+    except KeyboardInterrupt:
+        if (resume_dir / STATE_FILE).is_file():
+            print(f"\nThe run is kept in {resume_dir}: continue it with --resume "
+                  f"(--output-dir {output_dir})", file=sys.stderr)
+        raise
     train_seconds = time.perf_counter() - started
     shutil.rmtree(resume_dir, ignore_errors=True)  # the run is complete
 
@@ -238,7 +281,7 @@ def main(argv=None):
     if nan_epoch is not None:
         raise LabError(f"training stopped: the loss became NaN (epoch {nan_epoch}); try a "
                        f"lower --learning-rate. The best model so far is kept in {model_path}"
-                       if model_path.is_file() else
+                       if checkpoint.saved else
                        "training stopped: the loss became NaN before any model was saved; "
                        "try a lower --learning-rate")
 
@@ -249,6 +292,7 @@ def main(argv=None):
     summary = {
         "settings": settings,
         "epochs_run": len(history),
+        "resumed_after_epoch": initial_epoch or None,
         "train_images": len(x_train),
         "val_images": len(x_val),
         "train_seconds": round(train_seconds, 2),
@@ -258,8 +302,9 @@ def main(argv=None):
         "parameters": model.count_params(),
     }
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    resumed = f" (resumed after epoch {initial_epoch})" if initial_epoch else ""
     print(f"Test accuracy {test['accuracy']:.2%} (top-5 {test['top5_accuracy']:.2%}), "
-          f"{len(history)} epochs in {train_seconds:.1f} s")
+          f"{len(history) - initial_epoch} epochs in {train_seconds:.1f} s{resumed}")
     print(f"Model: {model_path}; curves and history in {output_dir}")
     return 0
 

@@ -1,0 +1,183 @@
+"""The whole lab on CPU: train (the shared `trained` fixture), evaluate, recognise images.
+
+Also the fast recipe: a tiny ResNet-9 trains, saves, and evaluate_model reads its
+checkpoint unchanged.
+"""
+
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_cli
+from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
+from network import cli
+
+pytestmark = pytest.mark.slow
+
+METRICS = ("accuracy", "loss", "top5_accuracy", "superclass_accuracy")
+
+
+def assert_png(path, min_side=300, max_side=6000):
+    """A complete, decodable PNG of a sensible size."""
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as image:
+        image.load()  # decodes every row: a truncated file fails here
+        width, height = image.size
+    assert min_side <= width <= max_side and min_side <= height <= max_side, (path, image.size)
+
+
+def assert_sane_metrics(metrics):
+    for key in METRICS:
+        assert key in metrics, key
+    for key in ("accuracy", "top5_accuracy", "superclass_accuracy"):
+        assert 0 <= metrics[key] <= 1, (key, metrics[key])
+    assert metrics["top5_accuracy"] >= metrics["accuracy"]
+    assert metrics["superclass_accuracy"] >= metrics["accuracy"]  # a right class has the
+    assert 0 < metrics["loss"] < 20                                # right superclass too
+
+
+def images_in(folder):
+    from network.test_model import IMAGE_EXTENSIONS
+
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, fake_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    result = run_cli("evaluate_model", "--model-path", trained["model_path"], "--data-dir",
+                     fake_data, "--allow-md5-mismatch", "--output-dir", out, "--tta")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def recognised(trained, tmp_path_factory):
+    """test_model run as a file (python network/test_model.py), as from an IDE, on img/."""
+    out = tmp_path_factory.mktemp("recognition")
+    result = run_cli("test_model", "--model-path", trained["model_path"], "--output-dir", out,
+                     file_mode=True, cwd=out)  # another working directory: img/ is still found
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / "predictions", result
+
+
+# --- Training ----------------------------------------------------------------------------
+
+def test_training_saves_the_model_and_class_names(trained):
+    from network.model_utils import load_model
+
+    model = load_model(trained["model_path"])
+    assert model.count_params() == 13_870_484
+    names = json.loads((trained["model_path"].parent / "class_names.json").read_text())
+    assert names["fine_label_names"] == FINE_NAMES
+    assert names["coarse_label_names"] == COARSE_NAMES
+    assert names["fine_to_coarse"] == FINE_TO_COARSE.tolist()
+
+
+def test_training_reports(trained):
+    reports = trained["reports"]
+    history = pd.read_csv(reports / "history.csv")
+    assert len(history) == 1
+    assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s"} <= set(
+        history.columns)
+    row = history.iloc[0]
+    assert row["epoch"] == 0
+    assert np.isfinite(row[["loss", "accuracy", "val_loss", "val_accuracy"]]).all()
+    assert row["epoch_time_s"] > 0
+    assert_png(reports / "training_curves.png")
+    assert not (reports / "resume").exists()  # a finished run leaves no backup
+
+    summary = json.loads((reports / "train_summary.json").read_text())
+    settings = summary["settings"]
+    assert (settings["recipe"], settings["epochs"], settings["batch_size"]) == ("lab", 1, 50)
+    assert (settings["learning_rate"], settings["val_split"]) == (1e-4, 0.2)
+    assert settings["subset"] == 250 and settings["patience"] == 10
+    assert summary["epochs_run"] == 1
+    assert (summary["train_images"], summary["val_images"]) == (200, 50)
+    assert summary["parameters"] == 13_870_484
+    assert len(summary["epoch_seconds"]) == 1 and summary["train_seconds"] > 0
+    assert summary["test"]["images"] == 200  # the test file, not held-out training images
+    assert_sane_metrics(summary["test"])
+    assert summary["hardware"]["backend"] in ("tensorflow", "jax", "torch")
+    assert "Test accuracy" in trained["stdout"]
+
+
+# --- Evaluation ----------------------------------------------------------------------------
+
+def test_evaluation_metrics(evaluated):
+    out, result = evaluated
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 200
+    assert_sane_metrics(metrics)
+    assert_sane_metrics(metrics["tta"])  # --tta: flip averaging, reported apart
+    assert metrics["tta"]["images"] == 200
+    assert f"Accuracy: {metrics['accuracy']:.2%}" in result.stdout
+    assert "With flip TTA" in result.stdout
+
+
+def test_evaluation_report_and_figures(evaluated):
+    out, result = evaluated
+    with open(out / "classification_report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["class"] for row in rows[:100]] == FINE_NAMES  # real names, in order
+    assert {row["class"] for row in rows[100:]} == {"accuracy", "macro avg", "weighted avg"}
+    assert sum(float(row["support"]) for row in rows[:100]) == 200
+    text = (out / "classification_report.txt").read_text()
+    assert "fine_00" in text and "fine_99" in text and "Category" not in text
+    assert "fine_42" in result.stdout
+    assert_png(out / "confusion_matrix.png", min_side=1000)
+    assert_png(out / "test_samples.png", min_side=800)
+
+
+# --- Recognising photos ------------------------------------------------------------------------
+
+def test_recognition_of_the_sample_photos(recognised):
+    out, result = recognised
+    photos = images_in(ROOT / "img")
+    assert len(photos) >= 5
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table.columns) == ["file", "rank", "class", "probability"]
+    assert len(table) == 5 * len(photos)
+    for photo in photos:
+        rows = table[table["file"] == str(photo)]
+        assert rows["rank"].tolist() == [1, 2, 3, 4, 5], photo
+        assert set(rows["class"]) <= set(FINE_NAMES) and rows["class"].is_unique
+        probs = rows["probability"].to_numpy()
+        assert (np.diff(probs) <= 0).all() and 0 < probs.sum() <= 1 + 1e-5
+        assert f"{photo.name}:" in result.stdout
+        assert_png(out / f"{photo.stem}_top5.png")
+
+
+# --- The fast recipe -----------------------------------------------------------------------
+
+def test_fast_recipe_trains_and_evaluate_model_reads_it(fake_data, tmp_path, capsys):
+    from network.evaluate_model import main as evaluate
+    from network.model_utils import load_model
+
+    model_path, reports = tmp_path / "models" / "best_model.h5", tmp_path / "reports"
+    result = run_cli("train_model", "--recipe", "fast", "--width", "0.0625", "--epochs", 2,
+                     "--batch-size", 64, "--subset", 300, "--data-dir", fake_data,
+                     "--allow-md5-mismatch", "--model-path", model_path, "--output-dir", reports)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = pd.read_csv(reports / "history.csv")
+    assert history["epoch"].tolist() == [0, 1]
+    assert not any(c.startswith("val_") for c in history.columns)  # no hold-out in this recipe
+    summary = json.loads((reports / "train_summary.json").read_text())
+    assert summary["settings"]["recipe"] == "fast" and summary["settings"]["width"] == 0.0625
+    assert (summary["train_images"], summary["val_images"]) == (300, 0)
+    assert load_model(model_path).name == "resnet9"
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_main(evaluate, ["--model-path", str(model_path), "--data-dir", str(fake_data),
+                                "--allow-md5-mismatch", "--output-dir", str(tmp_path / "eval"),
+                                "--subset", "100", "--no-show"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["images"] == 100
+    assert_sane_metrics(metrics)
+    assert_png(tmp_path / "eval" / "test_samples.png")
