@@ -1,0 +1,376 @@
+"""The one-command lab report: network.make_report writes one self-contained HTML page."""
+
+import argparse
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import assert_clean_error, run_cli
+from network import make_report
+from network.cli import LabError
+
+pytestmark = pytest.mark.slow
+
+HEADINGS = ["Summary", "Run settings and hardware", "Training history per epoch",
+            "Training curves", "Test metrics", "Per-class precision, recall and F1",
+            "Confusion matrix", "Superclass confusion matrix", "Most confused class pairs",
+            "Random test images", "Own images"]
+EVALUATION_OUTPUTS = ["metrics.json", "classification_report.csv", "confusion_matrix.png",
+                      "test_samples.png"]
+VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
+
+
+# --- A small HTML tree, enough to query the report ------------------------------------
+
+class Node:
+    def __init__(self, tag, attrs):
+        self.tag, self.attrs, self.children, self.text = tag, dict(attrs), [], ""
+
+    def find_all(self, tag, **attrs):
+        found = []
+        for child in self.children:
+            if child.tag == tag and all(attrs[k] in child.attrs.get(k, "").split()
+                                        for k in attrs):
+                found.append(child)
+            found.extend(child.find_all(tag, **attrs))
+        return found
+
+    def find(self, tag, **attrs):
+        found = self.find_all(tag, **attrs)
+        assert found, f"no <{tag} {attrs}> in the report"
+        return found[0]
+
+    def all_text(self):
+        return self.text + "".join(child.all_text() for child in self.children)
+
+
+class TreeBuilder(HTMLParser):
+    """Builds a Node tree and checks that every opened tag is closed in order."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = Node("root", [])
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, attrs)
+        self.stack[-1].children.append(node)
+        if tag not in VOID_TAGS:
+            self.stack.append(node)
+
+    def handle_endtag(self, tag):
+        assert self.stack[-1].tag == tag, f"</{tag}> closes <{self.stack[-1].tag}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.stack[-1].text += data
+
+
+def parse(text):
+    builder = TreeBuilder()
+    builder.feed(text)
+    builder.close()
+    assert builder.stack == [builder.root], "unclosed tags in the report"
+    return builder.root
+
+
+def body_rows(table):
+    return table.find("tbody").find_all("tr")
+
+
+# --- Fixtures --------------------------------------------------------------------------
+
+def write_images(folder):
+    """Two readable photos (one with HTML-like characters in its name) and a broken one."""
+    from PIL import Image
+
+    folder.mkdir()
+    gradient = np.linspace(0, 255, 64 * 64 * 3).reshape(64, 64, 3).astype(np.uint8)
+    Image.fromarray(gradient).save(folder / "rocket_1.png")
+    Image.fromarray(gradient[::-1]).save(folder / "a&b <x>.jpg", quality=90)
+    (folder / "broken.jpg").write_bytes(b"not an image at all")
+    return folder
+
+
+def copy_training_run(trained, folder):
+    """The shared training outputs, without anything an evaluation or recognition wrote."""
+    shutil.copytree(trained["reports"], folder)
+    for name in EVALUATION_OUTPUTS:
+        (folder / name).unlink(missing_ok=True)
+    shutil.rmtree(folder / "predictions", ignore_errors=True)
+    return folder
+
+
+def report_args(out, images, model_path, data_dir, *extra):
+    return ["--output-dir", str(out), "--images", str(images), "--model-path", str(model_path),
+            "--data-dir", str(data_dir), "--allow-md5-mismatch", *extra]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, trained, fake_data):
+    """make_report run once on a copy of the training run, with no evaluation yet."""
+    base = tmp_path_factory.mktemp("report")
+    out = copy_training_run(trained, base / "reports")
+    images = write_images(base / "img")
+    assert not (out / "metrics.json").exists()
+    code = make_report.main(report_args(out, images, trained["model_path"], fake_data))
+    text = (out / "report.html").read_text(encoding="utf-8")
+    return {"out": out, "images": images, "code": code, "html": text, "tree": parse(text),
+            "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+# --- The page -------------------------------------------------------------------------
+
+def test_runs_missing_evaluation_and_recognition(report):
+    out = report["out"]
+    assert report["code"] == 0
+    for name in EVALUATION_OUTPUTS:
+        assert (out / name).is_file(), name
+    assert (out / "predictions" / "predictions.csv").is_file()
+    assert (out / "predictions" / "rocket_1_top5.png").is_file()
+    assert not list(out.glob(".*partial*")), "temporary file left behind"
+
+
+def test_every_section_heading(report):
+    headings = [h.all_text() for h in report["tree"].find_all("h2")]
+    assert headings == HEADINGS
+    for anchor, _ in make_report.SECTIONS:
+        assert report["tree"].find("section", id=anchor)
+
+
+def test_figures_are_embedded_pngs(report):
+    from PIL import Image
+
+    images = report["tree"].find_all("img")
+    # Training curves, confusion matrix, 16 test images, and the two readable own images.
+    assert len(images) >= 5
+    for img in images:
+        prefix = "data:image/png;base64,"
+        assert img.attrs["src"].startswith(prefix)
+        data = base64.b64decode(img.attrs["src"][len(prefix):], validate=True)
+        with Image.open(io.BytesIO(data)) as png:
+            assert png.format == "PNG" and min(png.size) > 50
+
+
+def test_self_contained(report):
+    text = report["html"]
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r"<(script|link|iframe)\b", text)
+    assert "<style>" in text
+    hrefs = [a.attrs.get("href", "") for a in report["tree"].find_all("a")]
+    assert hrefs and all(h.startswith("#") for h in hrefs)
+
+
+def test_per_epoch_table(report, trained):
+    import pandas as pd
+
+    history = pd.read_csv(trained["reports"] / "history.csv")
+    table = report["tree"].find("table", **{"class": "history"})
+    rows = body_rows(table)
+    assert len(rows) == len(history)
+    cells = [td.all_text() for td in rows[0].find_all("td")]
+    assert cells[0] == "1"                       # epochs are counted from 1
+    headers = [th.all_text() for th in table.find_all("th")]
+    assert {"Loss", "Accuracy", "Val. loss", "Val. accuracy"} <= set(headers)
+
+
+def test_per_class_table_worst_first(report):
+    rows = body_rows(report["tree"].find("table", **{"class": "per-class"}))
+    assert len(rows) == 100
+    names = [row.find_all("td")[1].all_text() for row in rows]
+    assert sorted(names) == [f"fine_{i:02d}" for i in range(100)]
+    f1 = [float(row.find_all("td")[5].all_text()) for row in rows]
+    assert f1 == sorted(f1)
+    assert sum(int(row.find_all("td")[6].all_text()) for row in rows) == 200
+
+
+def test_superclass_matrix(report):
+    rows = body_rows(report["tree"].find("table", id="superclass-matrix"))
+    assert len(rows) == 20
+    counts = np.array([[int(td.all_text() or 0) for td in row.find_all("td", **{"class": "cell"})]
+                       for row in rows])
+    assert counts.shape == (20, 20)
+    assert counts.sum() == report["metrics"]["images"] == 200
+    # The diagonal is the superclass accuracy that the evaluation measured.
+    assert np.trace(counts) / counts.sum() == pytest.approx(
+        report["metrics"]["superclass_accuracy"])
+
+
+def test_ten_confused_pairs(report):
+    rows = body_rows(report["tree"].find("table", **{"class": "pairs"}))
+    assert len(rows) == 10
+    totals = []
+    for row in rows:
+        cells = [td.all_text() for td in row.find_all("td")]
+        assert "\u2194" in cells[1]
+        assert int(cells[2]) + int(cells[3]) == int(cells[4])
+        assert int(cells[2]) >= int(cells[3])       # A -> B is the larger direction
+        totals.append(int(cells[4]))
+    assert totals == sorted(totals, reverse=True) and totals[0] > 0
+
+
+def test_own_images_escaped_and_unreadable_listed(report):
+    text = report["html"]
+    titles = [h.all_text() for h in report["tree"].find("section", id="own-images")
+              .find_all("h3")]
+    assert titles == ["a&b <x>.jpg", "rocket_1.png"]
+    assert "a&amp;b &lt;x&gt;.jpg" in text and "<x>" not in text
+    section = report["tree"].find("section", id="own-images")
+    assert len(section.find_all("img")) == 2
+    assert len(section.find_all("table")) == 2
+    note = section.find("div", **{"class": "note"}).all_text()
+    assert "broken.jpg" in note
+
+
+def test_summary_states_the_numbers(report):
+    metrics = report["metrics"]
+    summary = report["tree"].find("div", **{"class": "summary"}).all_text()
+    assert f"recognises {metrics['accuracy']:.1%} of the 200 test images" in summary
+    assert f"{metrics['top5_accuracy']:.1%}" in summary
+    assert "most confused pair is" in summary
+    assert "own images" in summary
+
+
+# --- Reusing, refreshing and failing ---------------------------------------------------
+
+def mtimes(out):
+    return {name: (out / name).stat().st_mtime_ns
+            for name in ["metrics.json", "predictions/predictions.csv"]}
+
+
+def test_reuses_outputs_and_reruns_stale_ones(report, trained, fake_data, tmp_path):
+    out = tmp_path / "reports"
+    shutil.copytree(report["out"], out)
+    args = report_args(out, report["images"], trained["model_path"], fake_data)
+    first = mtimes(out)
+    (out / "report.html").unlink()
+    make_report.main(args)          # everything current: nothing runs again
+    assert mtimes(out) == first
+    assert (out / "report.html").is_file()
+
+    other_images = tmp_path / "img"
+    other_images.mkdir()
+    shutil.copy2(report["images"] / "rocket_1.png", other_images)
+    make_report.main(report_args(out, other_images, trained["model_path"], fake_data))
+    second = mtimes(out)            # other images: only the recognition runs again
+    assert second["metrics.json"] == first["metrics.json"]
+    assert second["predictions/predictions.csv"] != first["predictions/predictions.csv"]
+    assert "rocket_1.png" in (out / "report.html").read_text(encoding="utf-8")
+    assert "a&amp;b" not in (out / "report.html").read_text(encoding="utf-8")
+
+    os.utime(out / "metrics.json", (0, 0))   # older than the model, as after retraining
+    make_report.main(report_args(out, other_images, trained["model_path"], fake_data, "--tta"))
+    assert all(mtimes(out)[k] != second[k] for k in second)
+    tta = json.loads((out / "metrics.json").read_text())["tta"]
+    metrics = parse((out / "report.html").read_text(encoding="utf-8")).find("section", id="metrics")
+    assert "test-time augmentation" in metrics.all_text()
+    assert f"{tta['top5_accuracy']:.1%}" in metrics.find("table").all_text()
+
+
+def test_evaluation_of_another_model_is_not_reused(report, tmp_path):
+    out = tmp_path / "reports"
+    shutil.copytree(report["out"], out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    args = argparse.Namespace(output_dir=out, model_path=Path(metrics["model_path"]))
+    assert make_report.evaluation_needed(args) is None
+    other = tmp_path / "other.h5"
+    other.write_bytes(b"")
+    os.utime(other, (0, 0))
+    assert "another model" in make_report.evaluation_needed(
+        argparse.Namespace(output_dir=out, model_path=other))
+    (out / "test_samples.png").unlink()
+    assert "test_samples.png" in make_report.evaluation_needed(args)
+
+
+def test_missing_training_run_is_a_clean_error(tmp_path, trained, fake_data):
+    args = report_args(tmp_path / "empty", tmp_path, trained["model_path"], fake_data)
+    with pytest.raises(LabError, match="train_summary.json"):
+        make_report.main(args)
+    result = run_cli("make_report", *args)
+    assert_clean_error(result, "no training run", "python -m network.train_model")
+    assert not (tmp_path / "empty" / "report.html").exists()
+
+
+def test_no_own_images_is_a_clean_error(report, trained, fake_data, tmp_path):
+    out = tmp_path / "reports"
+    shutil.copytree(report["out"], out)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(LabError, match="--images"):
+        make_report.main(report_args(out, tmp_path / "none", trained["model_path"], fake_data))
+
+
+def test_runs_as_a_file(report, trained, fake_data, tmp_path):
+    out = tmp_path / "reports"
+    shutil.copytree(report["out"], out)
+    (out / "report.html").unlink()
+    result = run_cli("make_report", *report_args(out, report["images"], trained["model_path"],
+                                                 fake_data), file_mode=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "Report written to" in result.stdout
+    assert parse((out / "report.html").read_text(encoding="utf-8")).find_all("h2")
+
+
+# --- Pieces ---------------------------------------------------------------------------
+
+def test_most_confused_pairs_sum_both_directions():
+    cm = np.array([[5, 1, 3],
+                   [4, 6, 0],
+                   [1, 2, 7]])
+    pairs = make_report.most_confused_pairs(cm, k=2)
+    # 0<->1: 5 mistakes, turned so the larger direction (1 -> 0: 4) comes first; then 0<->2.
+    assert pairs == [(1, 0, 4, 1), (0, 2, 3, 1)]
+    assert make_report.most_confused_pairs(np.diag([3, 4])) == []
+
+
+def test_superclass_matrix_maps_fine_labels():
+    fine_to_coarse = np.array([0, 0, 1, 1])
+    cm = make_report.superclass_matrix([0, 1, 2, 3], [1, 2, 3, 3], fine_to_coarse, 2)
+    assert cm.tolist() == [[1, 1], [0, 2]]
+
+
+def test_guess_class_from_file_name():
+    names = ["man", "woman", "maple_tree", "tree", "cup"]
+    assert make_report.guess_class("woman_astronaut", names) == "woman"
+    assert make_report.guess_class("man_camera", names) == "man"
+    assert make_report.guess_class("maple_tree_2", names) == "maple_tree"
+    assert make_report.guess_class("cup", names) == "cup"
+    assert make_report.guess_class("cupboard", names) is None
+
+
+# --- A real browser -------------------------------------------------------------------
+
+def find_browser():
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+
+
+@pytest.mark.skipif(find_browser() is None, reason="no chromium / google-chrome installed")
+def test_renders_in_headless_browser(report, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "report.png"
+    command = [find_browser(), "--headless", "--no-sandbox", "--disable-gpu",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+               "--window-size=1280,4000", (report["out"] / "report.html").as_uri()]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "HOME": str(tmp_path)})
+    assert shot.is_file(), result.stderr[-3000:]
+    with Image.open(shot) as png:
+        pixels = np.asarray(png.convert("RGB"), dtype=np.float32)
+    assert pixels.shape[:2] == (4000, 1280)
+    assert pixels.std() > 10                     # not a blank page
+    # The page's blue accents and the embedded figures, not a grey error page.
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    assert (saturation > 60).sum() > 5000
