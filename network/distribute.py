@@ -14,8 +14,6 @@ Try it on a CPU with two virtual devices:
 
 import contextlib
 
-import keras
-
 from network.cli import LabError
 
 
@@ -25,6 +23,8 @@ def setup_distribution():
     Returns ``(scope, replicas)``: build and compile the model inside
     ``scope``; batch sizes must be multiples of ``replicas``.
     """
+    import keras
+
     backend = keras.backend.backend()
     if backend == "jax":
         devices = keras.distribution.list_devices()
@@ -42,3 +42,14 @@ def setup_distribution():
 def trim_to_multiple(count, replicas):
     """The largest sample count <= ``count`` that splits evenly over the replicas."""
     return count - count % replicas
+
+
+def devices_in_use(model):
+    """How many devices hold the model's weights (1 unless training is distributed)."""
+    import keras
+
+    variable = model.trainable_variables[0]
+    if keras.backend.backend() == "jax":
+        return len(variable.value.sharding.device_set)
+    values = getattr(variable.value, "values", None)  # a TF MirroredVariable's replicas
+    return len(values) if values is not None else 1

@@ -35,12 +35,11 @@ NUM_SAMPLES = 16
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="evaluate_model", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="evaluate_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--subset", type=cli.positive_int,
                         help="evaluate on only the first N test images")
     parser.add_argument("--batch-size", type=cli.positive_int, default=256,
-                        help="prediction batch size")
+                        help="prediction batch size (default: 256)")
     parser.add_argument("--tta", action="store_true",
                         help="also report test-time augmentation (average with the "
                              "horizontally flipped image)")

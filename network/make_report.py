@@ -89,22 +89,19 @@ def load_training_run(out):
     """history.csv and train_summary.json of the latest run; ``LabError`` when absent."""
     import pandas as pd
 
+    from network.reporting import load_history
+
     missing = [name for name in TRAINING_FILES if not (out / name).is_file()]
     if missing:
         raise LabError(f"no training run in {out} ({', '.join(missing)} missing): train "
                        f"first with python -m network.train_model --output-dir {out}, "
                        "or point --output-dir at the folder that holds the run")
     try:
-        history = pd.read_csv(out / "history.csv")
+        history = load_history(out / "history.csv")
         if "epoch" not in history or history.empty:
             raise ValueError("no epochs")
-    except (ValueError, pd.errors.ParserError) as err:
+    except (ValueError, KeyError, pd.errors.ParserError) as err:
         raise LabError(f"{out / 'history.csv'} is damaged ({err}): train again") from None
-    # As training does: keep the last row of an epoch a resumed run repeated, and drop the
-    # empty val_* columns Keras's CSVLogger writes for a run without validation.
-    empty = [c for c in history if c.startswith("val_") and history[c].isna().all()]
-    history = history.drop(columns=[*empty, "val_epoch_time_s"], errors="ignore")
-    history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
     summary = read_json(out / "train_summary.json", "train again")
     if not (out / "training_curves.png").is_file():  # redraw what training would have saved
         from network.reporting import plot_history

@@ -39,6 +39,8 @@ def evaluate_probabilities(probs, y_true, coarse_true, fine_to_coarse):
 def load_history(csv_path):
     """Read history.csv, keeping the last row of any epoch a resumed run repeated.
 
+    Only reads: training writes the cleaned table back itself.
+
     Keras's CSVLogger adds empty ``val_*`` columns to a run without validation
     (and a meaningless ``val_epoch_time_s``); those are dropped, so the file
     and the curves show only what was measured.
@@ -47,8 +49,7 @@ def load_history(csv_path):
     empty = [c for c in history if c.startswith("val_") and history[c].isna().all()]
     history = history.drop(columns=[*empty, "val_epoch_time_s"], errors="ignore")
     history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
-    history = history.reset_index(drop=True)
-    history.to_csv(csv_path, index=False)
+    return history.reset_index(drop=True)
     return history
 
 

@@ -39,8 +39,7 @@ TOP_K = 5
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="test_model", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="test_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", type=Path, default=[PROJECT_ROOT / "img"],
                         help="image files or folders of images (default: img/)")
     cli.add_common_arguments(parser, data=False, seed=False)

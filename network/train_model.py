@@ -19,6 +19,7 @@ Usage:
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ import numpy as np
 from network import cli
 from network.cli import LabError
 from network.data_utils import NUM_CLASSES, load_cifar100, one_hot, scale_images
+from network.distribute import trim_to_multiple
 
 RESUME_DIR = "resume"          # inside --output-dir while a run is unfinished
 RUN_FILE = "run.json"          # the run's settings, kept for --resume
@@ -50,10 +52,9 @@ SETTING_OPTIONS = ("epochs", "batch_size", "learning_rate", "subset", "val_split
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="train_model", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="train_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", choices=RECIPE_NAMES, default="lab",
-                        help="training recipe")
+                        help="training recipe (default: lab)")
     parser.add_argument("--epochs", type=cli.positive_int,
                         help="maximum epochs (lab: 100, fast: 30)")
     parser.add_argument("--batch-size", type=cli.positive_int, help="lab: 64, fast: 512")
@@ -68,6 +69,9 @@ def parse_args(argv=None):
     parser.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16",
                                                 "mixed_float16"], default="auto",
                         help="auto: mixed_bfloat16 for the fast recipe on a GPU, else float32")
+    parser.add_argument("--distribute", action="store_true",
+                        help="data-parallel training on all local devices (JAX: "
+                             "keras.distribution.DataParallel; TensorFlow: MirroredStrategy)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run saved in OUTPUT_DIR/resume")
     parser.add_argument("--restart", action="store_true",
@@ -107,6 +111,7 @@ def settings_from_args(args):
         "subset": args.subset,
         "seed": args.seed,
         "precision": args.precision,
+        "distribute": args.distribute,
         "data_dir": str(args.data_dir),
         "allow_md5_mismatch": args.allow_md5_mismatch,
         "model_path": str(args.model_path),
@@ -162,6 +167,15 @@ def set_precision(precision, recipe):
         precision = "mixed_bfloat16" if recipe.mixed_precision and gpu_available() else "float32"
     keras.mixed_precision.set_global_policy(precision)
     return precision
+
+
+def even_split_for(replicas, batch_size, *splits):
+    """Trim each (x, y) split so every batch divides evenly over the devices."""
+    if batch_size % replicas:
+        raise LabError(f"--batch-size {batch_size} must be a multiple of the {replicas} "
+                       "devices for --distribute")
+    return [(x[:trim_to_multiple(len(x), replicas)], y[:trim_to_multiple(len(y), replicas)])
+            for x, y in splits]
 
 
 def make_callbacks(settings, state, model_path, output_dir, resume_dir, has_val):
@@ -225,6 +239,7 @@ def main(argv=None):
 
     import keras
 
+    from network.distribute import devices_in_use, setup_distribution
     from network.model_utils import RECIPES, build_for_recipe, compile_for_recipe, save_class_names
     from network.reporting import evaluate_probabilities, load_history, plot_history, predict
 
@@ -249,9 +264,17 @@ def main(argv=None):
     recipe_settings = {**recipe.__dict__, "width": settings["width"]}
     recipe = type(recipe)(**recipe_settings)
     settings["patience"] = recipe.patience
-    model = build_for_recipe(recipe, NUM_CLASSES, seed=settings["seed"])
-    steps = -(-len(x_train) // settings["batch_size"])
-    compile_for_recipe(model, recipe, steps, settings["epochs"], settings["learning_rate"])
+    scope, replicas = contextlib.nullcontext(), 1
+    if settings.get("distribute"):
+        scope, replicas = setup_distribution()
+        (x_train, y_train), (x_val, y_val) = even_split_for(replicas, settings["batch_size"],
+                                                            (x_train, y_train), (x_val, y_val))
+        print(f"Data-parallel training on {replicas} device(s)")
+    settings["replicas"] = replicas
+    with scope:  # MirroredStrategy needs the model and optimizer built in its scope
+        model = build_for_recipe(recipe, NUM_CLASSES, seed=settings["seed"])
+        steps = -(-len(x_train) // settings["batch_size"])
+        compile_for_recipe(model, recipe, steps, settings["epochs"], settings["learning_rate"])
     save_class_names(model_path, data.fine_names, data.coarse_names, data.fine_to_coarse)
 
     has_val = len(x_val) > 0
@@ -275,6 +298,7 @@ def main(argv=None):
     shutil.rmtree(resume_dir, ignore_errors=True)  # the run is complete
 
     history = load_history(output_dir / "history.csv")
+    history.to_csv(output_dir / "history.csv", index=False)  # one clean row per epoch
     plot_history(history, output_dir / "training_curves.png", show=show)
     nan_epoch = next((int(e) + 1 for e, loss in zip(history["epoch"], history["loss"])
                       if not np.isfinite(loss)), None)
@@ -300,6 +324,7 @@ def main(argv=None):
         "test": test,
         "hardware": hardware_info(),
         "parameters": model.count_params(),
+        "devices_used": devices_in_use(model),
     }
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
     resumed = f" (resumed after epoch {initial_epoch})" if initial_epoch else ""
