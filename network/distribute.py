@@ -52,4 +52,4 @@ def devices_in_use(model):
     if keras.backend.backend() == "jax":
         return len(variable.value.sharding.device_set)
     values = getattr(variable.value, "values", None)  # a TF MirroredVariable's replicas
-    return len(values) if values is not None else 1
+    return len(values) if isinstance(values, (tuple, list)) else 1
