@@ -2,13 +2,13 @@
 
 Gathers the latest training run (``history.csv``, ``train_summary.json``,
 ``training_curves.png``), the evaluation (``metrics.json``,
-``classification_report.csv``, ``confusion_matrix.png``, ``test_samples.png``)
-and the recognition of your own images (``predictions/``) from the output
-folder into ``report.html``. The evaluation and the image recognition are run
-first when their outputs are missing or older than the model (``--refresh``
-runs them again anyway). The test-set predictions are computed once more to
-add a 20 x 20 superclass confusion matrix and the ten most confused class
-pairs.
+``classification_report.csv``, ``confusion_matrix.png``, ``test_samples.png``,
+``test_predictions.csv``) and the recognition of your own images
+(``predictions/``) from the output folder into ``report.html``. The evaluation
+and the image recognition are run first when their outputs are missing or
+older than the model (``--refresh`` runs them again anyway). The per-image
+test predictions give a 20 x 20 superclass confusion matrix and the ten most
+confused class pairs.
 
 The page is self-contained: figures are embedded and the styling is inline,
 so it opens in any browser and can be handed in as one file.
@@ -39,7 +39,7 @@ from network.cli import LabError
 REPORT_NAME = "report.html"
 TRAINING_FILES = ("history.csv", "train_summary.json")
 EVALUATION_FILES = ("metrics.json", "classification_report.csv", "confusion_matrix.png",
-                    "test_samples.png")
+                    "test_samples.png", "test_predictions.csv")
 PREDICTIONS_DIR = "predictions"       # where test_model writes inside the output folder
 TOP_PAIRS = 10
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -256,21 +256,20 @@ def read_png(path):
 
 # --- Test-set predictions: superclasses and confused pairs -----------------------------
 
-def predict_test_set(args, count):
-    """True and predicted fine labels of the first ``count`` test images, and the data."""
-    from network.data_utils import load_cifar100, scale_images
-    from network.model_utils import load_model
-    from network.reporting import predict
+def read_test_predictions(out, count, num_class):
+    """True and predicted fine labels of the evaluated test images (test_predictions.csv)."""
+    import pandas as pd
 
-    cli.quiet_keras_warnings()
-    data = load_cifar100(args.data_dir, allow_md5_mismatch=args.allow_md5_mismatch)
-    if count > len(data.x_test):
-        raise LabError(f"metrics.json covers {count} test images but {args.data_dir} has "
-                       f"{len(data.x_test)}: run again with --refresh")
-    model = load_model(args.model_path, num_class=len(data.fine_names))
-    print(f"Predicting {count} test images for the superclass matrix and confused pairs")
-    probs = predict(model, scale_images(data.x_test[:count]))
-    return data.y_test[:count], probs.argmax(axis=1), data
+    path = out / "test_predictions.csv"
+    try:
+        table = pd.read_csv(path)
+        y_true, y_pred = table["true"].to_numpy(), table["predicted"].to_numpy()
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        raise LabError(f"{path} is damaged: run again with --refresh") from None
+    labels = np.concatenate([y_true, y_pred])
+    if len(table) != count or labels.min(initial=0) < 0 or labels.max(initial=0) >= num_class:
+        raise LabError(f"{path} does not match metrics.json: run again with --refresh")
+    return y_true, y_pred
 
 
 def confusion_counts(y_true, y_pred, n):
@@ -714,6 +713,8 @@ def local_time(timestamp):
 
 
 def main(argv=None):
+    from network.model_utils import load_class_names
+
     args = parse_args(argv)
     cli.setup_matplotlib(args.show)
     out = args.output_dir
@@ -729,9 +730,14 @@ def main(argv=None):
         run_recognition(args, recognise)
 
     metrics = read_json(out / "metrics.json", "run again with --refresh")
-    y_true, y_pred, data = predict_test_set(args, int(metrics["images"]))
-    names, coarse_names = data.fine_names, data.coarse_names
-    fine_to_coarse = data.fine_to_coarse
+    classes = load_class_names(args.model_path)
+    names = classes["fine_label_names"]
+    coarse_names, fine_to_coarse = classes.get("coarse_label_names"), classes.get("fine_to_coarse")
+    if not isinstance(coarse_names, list) or not isinstance(fine_to_coarse, list):
+        raise LabError(f"the class names beside {args.model_path} lack the superclasses: "
+                       "train again")
+    fine_to_coarse = np.asarray(fine_to_coarse)
+    y_true, y_pred = read_test_predictions(out, int(metrics["images"]), len(names))
     own = own_image_results(args, names)
     ctx = {
         "out": out, "model_path": args.model_path, "history": history, "summary": summary,

@@ -119,6 +119,13 @@ def test_evaluation_metrics(evaluated):
     assert f"Accuracy: {metrics['accuracy']:.2%}" in result.stdout
     assert "With flip TTA" in result.stdout
 
+    # Per-image predictions agree with the reported accuracy.
+    with open(out / "test_predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["image"]) for row in rows] == list(range(200))
+    right = sum(row["true"] == row["predicted"] for row in rows)
+    assert right / 200 == pytest.approx(metrics["accuracy"])
+
 
 def test_evaluation_report_and_figures(evaluated):
     out, result = evaluated
