@@ -272,7 +272,7 @@ def main(argv=None):
         print(f"Data-parallel training on {replicas} device(s)")
     settings["replicas"] = replicas
     with scope:  # MirroredStrategy needs the model and optimizer built in its scope
-        model = build_for_recipe(recipe, NUM_CLASSES, seed=settings["seed"])
+        model = build_for_recipe(recipe, NUM_CLASSES, seed=settings["seed"], summary=True)
         steps = -(-len(x_train) // settings["batch_size"])
         compile_for_recipe(model, recipe, steps, settings["epochs"], settings["learning_rate"])
     save_class_names(model_path, data.fine_names, data.coarse_names, data.fine_to_coarse)

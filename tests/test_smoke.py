@@ -12,3 +12,8 @@ def test_help_runs_as_file():
     result = run_cli("train_model", "--help", file_mode=True)
     assert result.returncode == 0
     assert "--recipe" in result.stdout
+
+
+def test_training_prints_the_model_summary(trained):
+    # Like the manual, training shows the network (Keras's summary) before it starts.
+    assert "Total params: 13,870,484" in trained["stdout"]
