@@ -670,10 +670,7 @@ def print_cpu_report(result):
 # --- Entry point --------------------------------------------------------------------------
 
 def write_json(path, result):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    cli.write_json_atomic(path, result)
     print(f"\nFigures written to {path}")
 
 

@@ -125,6 +125,21 @@ def save_figure(fig, path, show=False):
     plt.close(fig)
 
 
+def write_text_atomic(path, text):
+    """Write ``text`` via a temporary file and a rename: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path, payload):
+    """``payload`` as indented JSON, written atomically."""
+    import json
+
+    write_text_atomic(path, json.dumps(payload, indent=1))
+
+
 def quiet_keras_warnings():
     """Hide Keras's HDF5 'legacy format' notice: .h5 is the lab's format on purpose."""
     warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save.*")

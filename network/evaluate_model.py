@@ -18,7 +18,6 @@ Usage:
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def main(argv=None):
                                                 data.fine_to_coarse)
     metrics["model_path"] = str(args.model_path)
     out = args.output_dir
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    cli.write_json_atomic(out / "metrics.json", metrics)
 
     predicted = probs.argmax(axis=1)
     report_text, report_table = classification_tables(labels, predicted, names)

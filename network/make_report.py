@@ -23,7 +23,6 @@ import argparse
 import base64
 import html
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -701,13 +700,6 @@ def render(ctx):
             f"<nav><ol>{toc}</ol></nav>{sections}</main></body></html>\n")
 
 
-def write_atomic(path, text):
-    """Write via a temporary file, so a reader never sees half a report."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def local_time(timestamp):
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
@@ -754,7 +746,7 @@ def main(argv=None):
         "generated_at": local_time(time.time()),
     }
     path = out / REPORT_NAME
-    write_atomic(path, render(ctx))
+    cli.write_text_atomic(path, render(ctx))
     print(f"Report written to {path} (open it in any browser)")
     return 0
 

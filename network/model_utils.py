@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from network.cli import LabError
+from network.cli import LabError, write_json_atomic
 
 # Per-channel statistics of the CIFAR-100 training images (for the fast recipe).
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -216,12 +216,9 @@ def class_names_path(model_path):
 
 
 def save_class_names(model_path, fine_names, coarse_names, fine_to_coarse):
-    path = class_names_path(model_path)
     payload = {"fine_label_names": list(fine_names), "coarse_label_names": list(coarse_names),
                "fine_to_coarse": [int(c) for c in fine_to_coarse]}
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
+    write_json_atomic(class_names_path(model_path), payload)
 
 
 def load_class_names(model_path, num_class=None):

@@ -10,13 +10,14 @@
 - ``EpochTimer`` adds each epoch's wall time to the logs (and so to history.csv).
 """
 
-import json
 import os
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from network.cli import write_json_atomic
 
 
 def atomic_save(model, path):
@@ -28,14 +29,6 @@ def atomic_save(model, path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def atomic_write_json(payload, path):
-    """Write ``payload`` as JSON to ``path`` via a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -131,7 +124,7 @@ class StateWriter(keras.callbacks.Callback):
             state.update(es_wait=self.early_stop.wait,
                          es_best=_finite(self.early_stop.best),
                          es_best_epoch=self.early_stop.best_epoch)
-        atomic_write_json(state, self.path)
+        write_json_atomic(self.path, state)
         for old in self.resume_dir.glob("epoch-*.weights.h5"):  # earlier backups
             if old.name != weights:
                 old.unlink(missing_ok=True)

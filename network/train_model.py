@@ -326,7 +326,7 @@ def main(argv=None):
         "parameters": model.count_params(),
         "devices_used": devices_in_use(model),
     }
-    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    cli.write_json_atomic(output_dir / "train_summary.json", summary)
     resumed = f" (resumed after epoch {initial_epoch})" if initial_epoch else ""
     print(f"Test accuracy {test['accuracy']:.2%} (top-5 {test['top5_accuracy']:.2%}), "
           f"{len(history) - initial_epoch} epochs in {train_seconds:.1f} s{resumed}")
