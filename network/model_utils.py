@@ -201,11 +201,19 @@ def compile_for_recipe(model, recipe, steps_per_epoch, epochs, learning_rate=Non
 
 def gpu_available():
     """Whether the active Keras backend sees a GPU."""
+    return any(d.lower().startswith(("gpu", "cuda")) for d in local_devices())
+
+
+def local_devices():
+    """The active backend's devices as strings ("cpu:0", "gpu:0", ...)."""
     try:
-        return any(d.lower().startswith(("gpu", "cuda")) for d in
-                   keras.distribution.list_devices())
-    except Exception:  # backends without device listing
-        return False
+        return [str(d) for d in keras.distribution.list_devices()]
+    except Exception:  # keras.distribution has no device listing for PyTorch
+        if keras.backend.backend() != "torch":
+            return []
+        import torch
+
+        return [f"gpu:{i}" for i in range(torch.cuda.device_count())] or ["cpu:0"]
 
 
 # --- Loading saved models ------------------------------------------------------------

@@ -337,12 +337,10 @@ def main(argv=None):
 def hardware_info():
     import keras
 
-    try:
-        devices = keras.distribution.list_devices()
-    except Exception:
-        devices = []
+    from network.model_utils import local_devices
+
     return {"backend": keras.backend.backend(), "keras": keras.__version__,
-            "devices": [str(d) for d in devices], "python": platform.python_version(),
+            "devices": local_devices(), "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor() or None,
             "cpu_count": os.cpu_count()}
 

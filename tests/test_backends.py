@@ -55,6 +55,7 @@ def test_quick_pipeline_on_backend(backend, models_by_backend, fake_data, tmp_pa
     model_path, reports = models_by_backend[backend]
     summary = json.loads((reports / "train_summary.json").read_text())
     assert summary["hardware"]["backend"] == backend
+    assert summary["hardware"]["devices"]  # every backend lists its devices (PyTorch too)
     assert summary["epochs_run"] == 1
 
     env = {"KERAS_BACKEND": backend}
