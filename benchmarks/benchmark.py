@@ -43,11 +43,9 @@ import numpy as np
 
 from network import cli
 from network.cli import LabError
+from network.data_utils import NUM_CLASSES
+from network.recipes import RECIPES, recipe_with
 
-# The recipes of network.model_utils.RECIPES, spelled out so that --help and the
-# cpu-data mode need not import Keras (and its backend); checked at training time.
-RECIPE_NAMES = ("lab", "fast")
-NUM_CLASSES = 100
 TRAIN_FLOPS_FACTOR = 3  # backward pass ~ 2x forward: training ~ 3x forward FLOPs
 
 
@@ -125,8 +123,8 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--mode", choices=["train", "cpu-data", "flops"], default="train",
                         help="what to measure")
-    parser.add_argument("--recipe", choices=RECIPE_NAMES, default="fast",
-                        help="training recipe (network.model_utils.RECIPES)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
+                        help="training recipe (network/recipes.py)")
     parser.add_argument("--epochs", type=cli.positive_int,
                         help="epochs to train, a fixed schedule (default: the recipe's)")
     parser.add_argument("--batch-size", type=cli.positive_int,
@@ -313,31 +311,24 @@ def cpu_model():
 
 def train_benchmark(args):
     """Train the recipe for a fixed number of epochs and gather every figure."""
-    import dataclasses
-
     import keras
 
-    from network.data_utils import one_hot, scale_images
-    from network.model_utils import RECIPES, build_for_recipe, compile_for_recipe
+    from network.data_utils import one_hot
+    from network.model_utils import build_for_recipe, compile_for_recipe, model_images
     from network.train_model import hardware_info, set_precision
 
     cli.quiet_keras_warnings()
-    if args.recipe not in RECIPES:
-        raise LabError(f"recipe {args.recipe!r} is not in network.model_utils.RECIPES")
-    recipe = RECIPES[args.recipe]
-    recipe = dataclasses.replace(
-        recipe, width=args.width or recipe.width, batch_size=args.batch_size or recipe.batch_size,
-        epochs=args.epochs or recipe.epochs)
+    recipe = recipe_with(args.recipe, width=args.width, batch_size=args.batch_size,
+                         epochs=args.epochs, learning_rate=args.learning_rate)
 
     x_train, y_train, x_test, y_test = load_data(args)
-    x_train, y_train = scale_images(x_train), one_hot(y_train, NUM_CLASSES)
-    x_test, y_test = scale_images(x_test), one_hot(y_test, NUM_CLASSES)
-
     keras.utils.set_random_seed(args.seed)
     precision = set_precision(args.precision, recipe)
     model = build_for_recipe(recipe, NUM_CLASSES, seed=args.seed)
+    x_train, y_train = model_images(model, x_train), one_hot(y_train, NUM_CLASSES)
+    x_test, y_test = model_images(model, x_test), one_hot(y_test, NUM_CLASSES)
     steps = -(-len(x_train) // recipe.batch_size)
-    compile_for_recipe(model, recipe, steps, recipe.epochs, args.learning_rate)
+    compile_for_recipe(model, recipe, steps)
     forward_flops = count_flops(model)
     eval_batch = max(recipe.batch_size, 256)
 
@@ -361,9 +352,9 @@ def train_benchmark(args):
         "recipe": recipe.name,
         "backend": keras.backend.backend(),
         "batch_size": recipe.batch_size,
-        "width": None if recipe.name == "lab" else recipe.width,  # the lab CNN has no width
+        "width": recipe.width if recipe.network == "resnet9" else None,  # the lab CNN has none
         "epochs": recipe.epochs,
-        "learning_rate": args.learning_rate or recipe.learning_rate,
+        "learning_rate": recipe.learning_rate,
         "precision": precision,
         "subset": args.subset,
         "test_subset": args.test_subset,
@@ -454,7 +445,7 @@ def flops_report(args):
 
     import keras
 
-    from network.model_utils import RECIPES, build_for_recipe
+    from network.model_utils import build_for_recipe
 
     recipe = RECIPES[args.recipe]
     recipe = dataclasses.replace(recipe, width=args.width or recipe.width)

@@ -7,7 +7,22 @@
   the weights with the optimizer's state, the epoch, the checkpoint's best
   score and early stopping's counters. ``ResumableEarlyStopping`` starts from
   those counters, and ``restore_backup`` puts the weights back.
-- ``EpochTimer`` adds each epoch's wall time to the logs (and so to history.csv).
+- ``EpochTimer`` measures each epoch's wall time; ``HistoryLogger`` writes it to
+  ``history.csv`` beside the metrics (not into the logs, where the progress bar
+  would show it as if it were a metric), counting epochs from 1.
+- ``StopOnNaN`` ends training after an epoch whose loss is NaN.
+
+Why not Keras's own ``BackupAndRestore`` and ``ModelCheckpoint``? The first
+writes its backup in place, so a kill during the write leaves nothing usable,
+and neither keeps early stopping's counters or the best score across a
+restart; ``ModelCheckpoint`` also overwrites the best model in place. The
+resume logic lives here (``StateWriter`` / ``restore_backup``) and in
+``train_model.prepare_resume`` / ``resume_training``, which use them.
+
+None of these callbacks has a per-batch hook. Keras runs a training loop
+asynchronously only while every callback's batch hooks are marked
+``async_safe``; one that is not (such as ``TerminateOnNaN``) makes it wait
+for each step's results on the host, a device sync per batch.
 """
 
 import os
@@ -142,14 +157,42 @@ def restore_backup(model, resume_dir, state):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Record each epoch's wall time as ``epoch_time_s`` in the logs."""
+    """Measure each epoch's wall time (``last`` seconds, validation included)."""
+
+    last = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_time_s"] = time.perf_counter() - self._start
+        self.last = time.perf_counter() - self._start
+
+
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """``CSVLogger`` that counts epochs from 1, as the console and report do,
+    and adds the epoch's wall time from ``timer`` as ``epoch_time_s``."""
+
+    def __init__(self, filename, timer, append=False):
+        super().__init__(str(filename), append=append)
+        self.timer = timer
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, {**(logs or {}), "epoch_time_s": self.timer.last})
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop after an epoch whose mean loss is NaN or infinite.
+
+    Checking once per epoch costs nothing: a NaN in any step makes the epoch's
+    running mean NaN. The checkpoint never saves such an epoch, so the last
+    good model stays.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            print(f"\nEpoch {epoch + 1}: the loss is {loss}; training stopped")
+            self.model.stop_training = True
 
 
 def _finite(value):

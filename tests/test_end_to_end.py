@@ -86,7 +86,7 @@ def test_training_reports(trained):
     assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s"} <= set(
         history.columns)
     row = history.iloc[0]
-    assert row["epoch"] == 0
+    assert row["epoch"] == 1  # counted from 1, as on the console and in the report
     assert np.isfinite(row[["loss", "accuracy", "val_loss", "val_accuracy"]]).all()
     assert row["epoch_time_s"] > 0
     assert_png(reports / "training_curves.png")
@@ -168,12 +168,12 @@ def test_fast_recipe_trains_and_evaluate_model_reads_it(fake_data, tmp_path, cap
 
     model_path, reports = tmp_path / "models" / "best_model.h5", tmp_path / "reports"
     result = run_cli("train_model", "--recipe", "fast", "--width", "0.0625", "--epochs", 2,
-                     "--batch-size", 64, "--subset", 300, "--data-dir", fake_data,
+                     "--batch-size", 64, "--subset", 300, "--val-split", 0, "--data-dir", fake_data,
                      "--allow-md5-mismatch", "--model-path", model_path, "--output-dir", reports)
     assert result.returncode == 0, result.stderr[-3000:]
     history = pd.read_csv(reports / "history.csv")
-    assert history["epoch"].tolist() == [0, 1]
-    assert not any(c.startswith("val_") for c in history.columns)  # no hold-out in this recipe
+    assert history["epoch"].tolist() == [1, 2]
+    assert not any(c.startswith("val_") for c in history.columns)  # no hold-out asked for
     summary = json.loads((reports / "train_summary.json").read_text())
     assert summary["settings"]["recipe"] == "fast" and summary["settings"]["width"] == 0.0625
     assert (summary["train_images"], summary["val_images"]) == (300, 0)

@@ -88,7 +88,7 @@ def test_killed_run_resumes_from_its_last_finished_epoch(fake_data, tmp_path, ca
                                              flags=re.M)]
     assert epochs_run == list(range(finished + 1, EPOCHS + 1))
 
-    assert history_epochs(out / "history.csv") == list(range(EPOCHS))  # each epoch once
+    assert history_epochs(out / "history.csv") == list(range(1, EPOCHS + 1))  # each once
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["epochs_run"] == EPOCHS
     assert summary["resumed_after_epoch"] == finished
@@ -230,10 +230,10 @@ def test_resume_trims_history_to_the_backed_up_epochs(tmp_path):
     writer.set_model(model)
     writer.on_epoch_end(1, {})  # two epochs backed up
     history = tmp_path / "history.csv"
-    history.write_text("epoch,loss\n0,4.1\n1,3.9\n2,3.7\n3,3.")  # epoch 2 logged, 3 half-written
+    history.write_text("epoch,loss\n1,4.1\n2,3.9\n3,3.7\n4,3.")  # epoch 3 logged, 4 half-written
     state = json.loads((tmp_path / "state.json").read_text())
     assert resume_training(compiled_model(), tmp_path, state, history) == 2
-    assert history.read_text() == "epoch,loss\n0,4.1\n1,3.9\n"
+    assert history.read_text() == "epoch,loss\n1,4.1\n2,3.9\n"
 
 
 def test_damaged_backup_says_restart(tmp_path):

@@ -31,11 +31,26 @@ def test_cli_refuses_zero_epochs_before_any_work(fake_data, tmp_path):
     assert not out.exists()
 
 
-def test_recipe_choices_match_the_recipes():
-    from network.model_utils import RECIPES
-    from network.train_model import RECIPE_NAMES
+def test_every_recipe_is_a_choice_and_builds_its_network():
+    from network.model_utils import NETWORKS
+    from network.recipes import RECIPES
+    from network.train_model import parse_args
 
-    assert sorted(RECIPE_NAMES) == sorted(RECIPES)
+    for name, recipe in RECIPES.items():
+        assert parse_args(["--recipe", name]).recipe == name
+        assert recipe.network in NETWORKS and recipe.optimizer in ("adam", "adamw")
+
+
+def test_options_override_the_recipe_and_the_rest_stays():
+    from network.recipes import RECIPES
+    from network.train_model import parse_args, recipe_from_settings, settings_from_args
+
+    settings = settings_from_args(parse_args(["--recipe", "cpu", "--epochs", "9",
+                                              "--width", "0.25"]))
+    recipe = recipe_from_settings(settings)
+    assert (recipe.epochs, recipe.width) == (9, 0.25)
+    assert recipe.learning_rate == RECIPES["cpu"].learning_rate
+    assert settings["recipe"] == "cpu" and settings["subset"] is None
 
 
 @pytest.mark.parametrize("options, message", [
@@ -160,7 +175,7 @@ def test_nan_after_a_good_epoch_keeps_the_saved_model(fake_data, tmp_path, capsy
     assert f"best model so far is kept in {model_path}" in err
     model = load_model(model_path)
     assert all(np.isfinite(w).all() for w in model.get_weights())
-    probs = model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+    probs = model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)
     assert np.isfinite(probs).all()
 
 
