@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import importlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from network.cli import LabError
+from network.cli import LabError, write_json_atomic
 
 NUM_CLASSES = 100
 NUM_SUPERCLASSES = 20
@@ -273,11 +274,15 @@ def _check_superclasses(splits, paths):
                                f"{seen[int(f)]} elsewhere; each class needs one superclass")
 
 
-def load_cifar100(data_dir, download=True, allow_md5_mismatch=False, origin=None):
+def load_cifar100(data_dir, download=True, allow_md5_mismatch=False, origin=None,
+                  cache_dir=None):
     """Load CIFAR-100 from ``data_dir``, downloading it first when missing.
 
-    Returns a :class:`Cifar100`. Every file is checked (MD5, structure, shapes,
-    label ranges); a problem raises ``LabError`` naming the file.
+    Returns a :class:`Cifar100`. The first load checks every file (MD5,
+    structure, shapes, label ranges; a problem raises ``LabError`` naming the
+    file) and keeps the decoded arrays in a cache folder (see
+    :func:`default_cache_dir`); later loads memory-map them, as long as each
+    file's size and modification time are those that were checked.
     """
     data_dir = Path(data_dir)
     if download:
@@ -287,7 +292,18 @@ def load_cifar100(data_dir, download=True, allow_md5_mismatch=False, origin=None
         if not path.is_file():
             raise LabError(f"{path} not found: put the CIFAR-100 files 'meta', 'train', "
                            f"'test' in {data_dir} (from {ARCHIVE_URL})")
-        check_md5(path, allow_md5_mismatch)
+    cache = _cache_folder(data_dir, cache_dir)
+    data = _read_cache(cache, data_dir, allow_md5_mismatch) if cache else None
+    if data is None:
+        official = all([check_md5(data_dir / name, allow_md5_mismatch) for name in FILE_MD5])
+        data = _decode_files(data_dir)
+        if cache:
+            _write_cache(cache, data_dir, data, official)
+    return data
+
+
+def _decode_files(data_dir):
+    """Unpickle and check ``meta``, ``train`` and ``test``."""
     fine_names, coarse_names = _check_meta(get_raw_data_set(data_dir / "meta"), data_dir / "meta")
     paths = [data_dir / "train", data_dir / "test"]
     splits = [_check_split(get_raw_data_set(path), path, len(fine_names), len(coarse_names))
@@ -295,6 +311,77 @@ def load_cifar100(data_dir, download=True, allow_md5_mismatch=False, origin=None
     _check_superclasses(splits, paths)
     (x_train, y_train, c_train), (x_test, y_test, c_test) = splits
     return Cifar100(x_train, y_train, c_train, x_test, y_test, c_test, fine_names, coarse_names)
+
+
+# --- The cache of decoded arrays ------------------------------------------------------
+# Unpickling and checking the files takes seconds and twice their size in memory;
+# the decoded uint8 arrays, memory-mapped from .npy files, load in milliseconds
+# and only the pages used are read. The cache never lives in the data folder
+# (it may be read-only or shared): it goes to a user cache folder, one
+# sub-folder per data folder, and is rebuilt whenever a file changes.
+
+CACHE_VERSION = 1
+ARRAYS = ("x_train", "y_train", "coarse_train", "x_test", "y_test", "coarse_test")
+
+
+def default_cache_dir():
+    """$CIFAR100_CACHE_DIR, else ``~/.cache/cifar100-lab/arrays``; None when the
+    variable is set but empty (caching off)."""
+    value = os.environ.get("CIFAR100_CACHE_DIR")
+    if value is not None:
+        return Path(value) if value else None
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return home / "cifar100-lab" / "arrays"
+
+
+def _cache_folder(data_dir, cache_dir):
+    root = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    if root is None:
+        return None
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return root / key
+
+
+def _file_stamps(data_dir):
+    """Size and modification time of each file: what says it is still the one checked."""
+    stamps = {}
+    for name in FILE_MD5:
+        stat = (data_dir / name).stat()
+        stamps[name] = [stat.st_size, stat.st_mtime_ns]
+    return stamps
+
+
+def _read_cache(cache, data_dir, allow_md5_mismatch):
+    """The cached data set, or None when absent, stale or damaged."""
+    try:
+        stamp = json.loads((cache / "stamp.json").read_text())
+        if (stamp["version"] != CACHE_VERSION or stamp["files"] != _file_stamps(data_dir)
+                or not (stamp["official"] or allow_md5_mismatch)):
+            return None
+        arrays = {name: np.load(cache / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+        if arrays["x_train"].shape[1:] != IMAGE_SHAPE or arrays["x_test"].shape[1:] != IMAGE_SHAPE:
+            return None
+        return Cifar100(**arrays, fine_names=stamp["fine_names"],
+                        coarse_names=stamp["coarse_names"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(cache, data_dir, data, official):
+    """Save the decoded arrays; the stamp goes last, so a half-written cache is never used."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / "stamp.json").unlink(missing_ok=True)
+        for name in ARRAYS:
+            tmp = cache / f".{name}.partial.npy"
+            np.save(tmp, getattr(data, name))
+            os.replace(tmp, cache / f"{name}.npy")
+        stamp = {"version": CACHE_VERSION, "files": _file_stamps(data_dir),
+                 "official": official, "fine_names": data.fine_names,
+                 "coarse_names": data.coarse_names}
+        write_json_atomic(cache / "stamp.json", stamp)
+    except OSError:
+        pass  # no writable cache folder: every load checks the files again
 
 
 # --- Download ------------------------------------------------------------------------

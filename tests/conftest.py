@@ -13,6 +13,20 @@ ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = os.environ.get("CIFAR100_DIR")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def array_cache(tmp_path_factory):
+    """Decoded data sets are cached in a folder of the test session, never in ~/.cache
+    (child processes inherit the variable)."""
+    folder = tmp_path_factory.mktemp("array-cache")
+    previous = os.environ.get("CIFAR100_CACHE_DIR")
+    os.environ["CIFAR100_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("CIFAR100_CACHE_DIR", None)
+    else:
+        os.environ["CIFAR100_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def fake_data(tmp_path_factory):
     """A folder with small synthetic meta/train/test files (300 train, 200 test)."""
