@@ -120,8 +120,12 @@ def bin_statistics(probs, labels, bins=BINS):
     confidence NaN.
     """
     probs, labels = _check(probs, labels)
-    confidence = probs.max(axis=1)
-    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    return _bins(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+
+
+def _bins(confidence, correct, bins):
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
     which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
     counts = np.bincount(which, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -132,7 +136,21 @@ def bin_statistics(probs, labels, bins=BINS):
 
 def expected_calibration_error(probs, labels, bins=BINS):
     """Top-label ECE: the size-weighted mean |accuracy - confidence| over equal-width bins."""
-    counts, accuracy, confidence = bin_statistics(probs, labels, bins)
+    return _ece(*bin_statistics(probs, labels, bins))
+
+
+def ece_from_confidence(confidence, correct, bins=BINS):
+    """The same ECE from each image's top probability and whether it was right.
+
+    For tables that keep only those (e.g. a ``confidence`` column beside the
+    true and predicted classes).
+    """
+    if len(confidence) != len(correct) or len(confidence) == 0:
+        raise LabError(f"{len(confidence)} confidences for {len(correct)} answers")
+    return _ece(*_bins(confidence, correct, bins))
+
+
+def _ece(counts, accuracy, confidence):
     filled = counts > 0
     gaps = np.abs(accuracy[filled] - confidence[filled])
     return float(np.sum(counts[filled] * gaps) / counts.sum())
@@ -157,6 +175,33 @@ def cross_fitted(probs, labels, folds=2, seed=0):
         calibrated[held_out] = apply_temperature(probs[held_out], temperature)
         temperatures.append(temperature)
     return calibrated, temperatures
+
+
+def calibration_summary(probs, labels, path=None, folds=2, seed=0, show=False):
+    """Everything an evaluation reports about calibration, in one call.
+
+    The ECE and NLL after calibration are cross-fitted (each image calibrated
+    with a temperature fitted on the other folds), so they are not judged on
+    the images they were fitted to. ``temperature`` is fitted on all images,
+    for ``save_temperature``. With ``path``, the reliability diagram (before
+    vs cross-fitted) is drawn there.
+    """
+    probs, labels = _check(probs, labels)
+    calibrated, fold_temperatures = cross_fitted(probs, labels, folds, seed)
+    temperature = fit_temperature(probs, labels)
+    if path is not None:
+        reliability_diagram(probs, calibrated, labels, path, temperature=temperature,
+                            show=show)
+    return {
+        "images": int(len(labels)),
+        "bins": BINS,
+        "temperature": temperature,
+        "fold_temperatures": fold_temperatures,
+        "ece": expected_calibration_error(probs, labels),
+        "ece_calibrated": expected_calibration_error(calibrated, labels),
+        "nll": nll(probs, labels),
+        "nll_calibrated": nll(calibrated, labels),
+    }
 
 
 def reliability_diagram(probs_before, probs_after, labels, path, bins=BINS, temperature=None,

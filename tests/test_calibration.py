@@ -9,7 +9,9 @@ from network.calibration import (
     apply_temperature,
     bin_statistics,
     calibration_path,
+    calibration_summary,
     cross_fitted,
+    ece_from_confidence,
     expected_calibration_error,
     fit_temperature,
     load_temperature,
@@ -78,6 +80,11 @@ def test_ece_by_hand():
     assert counts.sum() == 4 and counts[12] == 2 and counts[14] == 2
     assert accuracy[12] == pytest.approx(0.5) and confidence[14] == pytest.approx(0.95)
     assert np.isnan(accuracy[0])  # empty bin
+    # The same from the top probabilities and right/wrong alone.
+    assert ece_from_confidence([0.84, 0.86, 0.95, 0.95], [True, False, True, True]) == (
+        pytest.approx(0.2))
+    with pytest.raises(LabError, match="confidences"):
+        ece_from_confidence([0.5], [True, False])
 
 
 def test_ece_small_when_calibrated_large_when_over_confident_and_fixed_by_temperature():
@@ -100,6 +107,20 @@ def test_cross_fitted_calibration_on_unseen_halves():
     assert all(t == pytest.approx(0.4, rel=0.1) for t in temperatures)
     assert expected_calibration_error(calibrated, labels) < 0.03
     assert expected_calibration_error(under, labels) > 0.1
+
+
+def test_calibration_summary_for_an_evaluation(tmp_path):
+    logits, labels = synthetic(n=4000)
+    over = softmax(logits * 2).astype(np.float32)
+    path = tmp_path / "reliability.png"
+    summary = calibration_summary(over, labels, path)
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    assert summary["images"] == 4000 and summary["bins"] == 15
+    assert summary["temperature"] == pytest.approx(2.0, rel=0.1)
+    assert len(summary["fold_temperatures"]) == 2
+    assert summary["ece_calibrated"] < 0.03 < 0.1 < summary["ece"]
+    assert summary["nll_calibrated"] < summary["nll"]
+    json.dumps(summary)  # goes into metrics.json as it is
 
 
 def test_bad_inputs_are_lab_errors():
