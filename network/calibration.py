@@ -1,0 +1,303 @@
+"""Probabilities that mean what they say: temperature scaling (Guo et al., 2017).
+
+A network is calibrated when, of the images it labels with 80 % confidence,
+80 % are right. The lab's models output softmax probabilities, so their
+logits are ``log(p)`` up to a per-image constant, which softmax ignores.
+Temperature scaling divides those logits by one number ``T`` fitted to
+minimise the negative log-likelihood on labelled images:
+
+- ``T > 1`` softens an over-confident model (the lab CNN after many epochs);
+- ``T < 1`` sharpens an under-confident one (the label-smoothed ResNet-9,
+  whose right answers often carry only 9-19 %).
+
+The predicted class never changes, so accuracy and top-5 stay the same; only
+the confidence does. The expected calibration error (ECE) measures the gap:
+images are put in 15 equal-width bins by their top probability, and the
+bins' |accuracy - mean confidence| are averaged, weighted by their size
+(scikit-learn has no ECE, so it is computed here).
+
+The fitted temperature travels beside the model as ``calibration.json``, like
+``class_names.json``.
+
+Usage:
+
+    from network.calibration import (apply_temperature, expected_calibration_error,
+                                      fit_temperature, reliability_diagram)
+    T = fit_temperature(val_probs, val_labels)
+    calibrated = apply_temperature(test_probs, T)
+    print(expected_calibration_error(test_probs, test_labels),
+          expected_calibration_error(calibrated, test_labels))
+    reliability_diagram(test_probs, calibrated, test_labels, Path("reliability.png"),
+                        temperature=T)
+"""
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from network.cli import LabError, save_figure, write_json_atomic
+
+BINS = 15
+T_RANGE = (0.05, 20.0)
+# float32 softmax outputs can underflow to 0; the smallest normal float32 is the floor.
+_FLOOR = float(np.finfo(np.float32).tiny)
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def _check(probs, labels):
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    if probs.ndim != 2 or len(probs) == 0:
+        raise LabError(f"expected (images, classes) probabilities, got shape {probs.shape}")
+    if labels.shape != (len(probs),):
+        raise LabError(f"{len(labels)} labels for {len(probs)} rows of probabilities")
+    if labels.min() < 0 or labels.max() >= probs.shape[1]:
+        raise LabError(f"labels must lie in 0..{probs.shape[1] - 1}")
+    return probs, labels.astype(np.int64)
+
+
+def _logits(probs):
+    return np.log(np.maximum(probs, _FLOOR))
+
+
+def _nll(logits, labels, temperature):
+    """Mean negative log-likelihood of softmax(logits / T)."""
+    z = logits / temperature
+    top = z.max(axis=1)
+    log_norm = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(z)), labels]))
+
+
+def fit_temperature(probs, labels, bounds=T_RANGE, tolerance=1e-5):
+    """The temperature in ``bounds`` that minimises the NLL of the labelled images.
+
+    The NLL is convex in 1/T, hence unimodal in log T, so a golden-section
+    search on log T finds the minimum without derivatives (or SciPy). A
+    minimum beyond the range returns the nearer bound.
+    """
+    probs, labels = _check(probs, labels)
+    logits = _logits(probs)
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+    fa, fb = _nll(logits, labels, math.exp(a)), _nll(logits, labels, math.exp(b))
+    while hi - lo > tolerance:
+        if fa <= fb:  # the minimum lies left of b
+            hi, b, fb = b, a, fa
+            a = hi - _GOLDEN * (hi - lo)
+            fa = _nll(logits, labels, math.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + _GOLDEN * (hi - lo)
+            fb = _nll(logits, labels, math.exp(b))
+    return math.exp((lo + hi) / 2)
+
+
+def apply_temperature(probs, temperature):
+    """softmax(log(p) / T), row by row; float32 in, float32 out (else float64)."""
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise LabError(f"temperature must be a positive number, got {temperature}")
+    probs = np.asarray(probs)
+    z = _logits(probs.astype(np.float64)) / temperature
+    z -= z.max(axis=-1, keepdims=True)  # exp never overflows
+    scaled = np.exp(z)
+    scaled /= scaled.sum(axis=-1, keepdims=True)
+    return scaled.astype(np.float32 if probs.dtype == np.float32 else np.float64)
+
+
+def nll(probs, labels):
+    """Mean negative log-likelihood (cross-entropy) of the true labels."""
+    probs, labels = _check(probs, labels)
+    return _nll(_logits(probs), labels, 1.0)
+
+
+def bin_statistics(probs, labels, bins=BINS):
+    """Per confidence bin (equal width on [0, 1]): image count, accuracy, mean confidence.
+
+    A bin holds confidences in (lower, upper]; empty bins have accuracy and
+    confidence NaN.
+    """
+    probs, labels = _check(probs, labels)
+    return _bins(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
+
+
+def _bins(confidence, correct, bins):
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(which, correct, minlength=bins) / counts
+        mean_confidence = np.bincount(which, confidence, minlength=bins) / counts
+    return counts, accuracy, mean_confidence
+
+
+def expected_calibration_error(probs, labels, bins=BINS):
+    """Top-label ECE: the size-weighted mean |accuracy - confidence| over equal-width bins."""
+    return _ece(*bin_statistics(probs, labels, bins))
+
+
+def ece_from_confidence(confidence, correct, bins=BINS):
+    """The same ECE from each image's top probability and whether it was right.
+
+    For tables that keep only those (e.g. a ``confidence`` column beside the
+    true and predicted classes).
+    """
+    if len(confidence) != len(correct) or len(confidence) == 0:
+        raise LabError(f"{len(confidence)} confidences for {len(correct)} answers")
+    return _ece(*_bins(confidence, correct, bins))
+
+
+def _ece(counts, accuracy, confidence):
+    filled = counts > 0
+    gaps = np.abs(accuracy[filled] - confidence[filled])
+    return float(np.sum(counts[filled] * gaps) / counts.sum())
+
+
+def cross_fitted(probs, labels, folds=2, seed=0):
+    """Calibrate each image with a temperature fitted on the other folds.
+
+    For scoring calibration on one labelled set without fitting and judging
+    on the same images. Returns (calibrated probabilities, the folds'
+    temperatures).
+    """
+    probs, labels = _check(probs, labels)
+    if not 2 <= folds <= len(probs):
+        raise LabError(f"cannot split {len(probs)} images into {folds} folds")
+    fold = np.random.default_rng(seed).permutation(len(probs)) % folds
+    calibrated = np.empty_like(probs)
+    temperatures = []
+    for k in range(folds):
+        held_out = fold == k
+        temperature = fit_temperature(probs[~held_out], labels[~held_out])
+        calibrated[held_out] = apply_temperature(probs[held_out], temperature)
+        temperatures.append(temperature)
+    return calibrated, temperatures
+
+
+def calibration_summary(probs, labels, path=None, folds=2, seed=0, show=False):
+    """Everything an evaluation reports about calibration, in one call.
+
+    The ECE and NLL after calibration are cross-fitted (each image calibrated
+    with a temperature fitted on the other folds), so they are not judged on
+    the images they were fitted to. ``temperature`` is fitted on all images,
+    for ``save_temperature``. With ``path``, the reliability diagram (before
+    vs cross-fitted) is drawn there.
+    """
+    probs, labels = _check(probs, labels)
+    calibrated, fold_temperatures = cross_fitted(probs, labels, folds, seed)
+    temperature = fit_temperature(probs, labels)
+    if path is not None:
+        reliability_diagram(probs, calibrated, labels, path, temperature=temperature,
+                            show=show)
+    return {
+        "images": int(len(labels)),
+        "bins": BINS,
+        "temperature": temperature,
+        "fold_temperatures": fold_temperatures,
+        "ece": expected_calibration_error(probs, labels),
+        "ece_calibrated": expected_calibration_error(calibrated, labels),
+        "nll": nll(probs, labels),
+        "nll_calibrated": nll(calibrated, labels),
+    }
+
+
+def reliability_diagram(probs_before, probs_after, labels, path, bins=BINS, temperature=None,
+                        show=False):
+    """Accuracy against confidence before and after calibration, with the diagonal.
+
+    Above: each non-empty bin's mean confidence and accuracy (on the diagonal
+    means calibrated; above it under-confident, below it over-confident).
+    Below: the share of images per bin, so sparse bins are seen for what they
+    are. The legend gives both ECEs.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.plot([0, 1], [0, 1], "--", color="grey", label="Perfect calibration")
+    after_name = "After" if temperature is None else f"After (T = {temperature:.2f})"
+    edges = np.linspace(0, 1, bins + 1)
+    for probs, name, colour in ((probs_before, "Before", "tab:red"),
+                                (probs_after, after_name, "tab:blue")):
+        counts, accuracy, confidence = bin_statistics(probs, labels, bins)
+        ece = expected_calibration_error(probs, labels, bins)
+        filled = counts > 0
+        top.plot(confidence[filled], accuracy[filled], "o-", color=colour,
+                 label=f"{name}: ECE {ece:.1%}")
+        bottom.stairs(counts / counts.sum(), edges, color=colour, linewidth=2)
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.03)  # bins right every time stay whole on the top edge
+    top.set_ylabel("Accuracy", fontsize=13)
+    top.set_title("Reliability diagram", fontsize=15)
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize=11)
+    bottom.set_xlabel("Confidence (top probability)", fontsize=13)
+    bottom.set_ylabel("Images", fontsize=13)
+    bottom.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path, show)
+
+
+# --- The temperature beside the model -------------------------------------------------
+
+def calibration_path(model_path):
+    """The temperature travels beside the model: ``<model folder>/calibration.json``."""
+    return Path(model_path).with_name("calibration.json")
+
+
+def _fingerprint(model_path):
+    """SHA-256 of the model file, so a temperature is never applied to another model."""
+    digest = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_temperature(model_path, temperature, **info):
+    """Write ``calibration.json`` beside the model (atomically).
+
+    ``info`` (e.g. ``fitted_on="validation"``, ``images=10000``, ECEs) is
+    stored with it. When the model file exists, its SHA-256 is stored too.
+    """
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise LabError(f"temperature must be a positive number, got {temperature!r}")
+    payload = {"temperature": value, **info}
+    if Path(model_path).is_file():
+        payload["model_file"] = Path(model_path).name
+        payload["model_sha256"] = _fingerprint(model_path)
+    write_json_atomic(calibration_path(model_path), payload)
+
+
+def load_temperature(model_path):
+    """The model's temperature: 1.0 (no change) without ``calibration.json``.
+
+    ``LabError`` when the file is damaged or was fitted for another model file.
+    """
+    path = calibration_path(model_path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return 1.0
+    except OSError as err:
+        raise LabError(f"cannot read {path}: {err.strerror or err}") from None
+    except ValueError:  # not JSON (UnicodeDecodeError is a ValueError too)
+        raise LabError(f"{path} is damaged (not JSON): calibrate again or delete it") from None
+    temperature = payload.get("temperature") if isinstance(payload, dict) else None
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+            or not (temperature > 0 and math.isfinite(temperature))):
+        raise LabError(f"{path} is damaged (no positive temperature): calibrate again "
+                       "or delete it")
+    recorded = payload.get("model_sha256")
+    if recorded and Path(model_path).is_file() and recorded != _fingerprint(model_path):
+        raise LabError(f"{path} was fitted for another model file: calibrate again "
+                       "or delete it")
+    return float(temperature)

@@ -1,0 +1,183 @@
+"""Calibration: temperature fitting, ECE, the reliability diagram, calibration.json."""
+
+import json
+
+import numpy as np
+import pytest
+
+from network.calibration import (
+    apply_temperature,
+    bin_statistics,
+    calibration_path,
+    calibration_summary,
+    cross_fitted,
+    ece_from_confidence,
+    expected_calibration_error,
+    fit_temperature,
+    load_temperature,
+    nll,
+    reliability_diagram,
+    save_temperature,
+)
+from network.cli import LabError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def synthetic(n=20000, classes=10, scale=2.0, seed=0):
+    """Logits, and labels drawn from softmax(logits): softmax(logits) is calibrated."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, scale, size=(n, classes))
+    cumulative = softmax(logits).cumsum(axis=1)
+    labels = (cumulative < rng.random(n)[:, None]).sum(axis=1).clip(0, classes - 1)
+    return logits, labels
+
+
+@pytest.mark.parametrize("true_temperature", [3.0, 0.4])
+def test_fit_temperature_recovers_a_known_temperature(true_temperature):
+    # softmax(z * T) is over-confident for T > 1 and under-confident for T < 1;
+    # dividing its logits by T restores the calibrated softmax(z).
+    logits, labels = synthetic()
+    probs = softmax(logits * true_temperature).astype(np.float32)
+    assert fit_temperature(probs, labels) == pytest.approx(true_temperature, rel=0.05)
+
+
+def test_fit_temperature_stays_in_range():
+    # Always right with certainty: sharper is always better, up to the lower bound.
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    assert fit_temperature(probs, [0, 1]) == pytest.approx(0.05, rel=1e-3)
+
+
+def test_apply_temperature_is_stable_and_keeps_the_prediction():
+    probs = np.array([[1.0, 0.0, 0.0], [0.5, 0.3, 0.2], [1e-30, 1 - 1e-30, 0.0]],
+                     dtype=np.float32)
+    for temperature in (0.05, 1.0, 20.0):
+        out = apply_temperature(probs, temperature)
+        assert out.dtype == np.float32
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-6)
+        np.testing.assert_array_equal(out.argmax(axis=1), probs.argmax(axis=1))
+    np.testing.assert_allclose(apply_temperature(probs[1:2], 1.0), probs[1:2], rtol=1e-6)
+    softer = apply_temperature(probs[1:2], 2.0)[0]
+    assert softer[0] < 0.5 and softer[2] > 0.2  # T > 1 moves toward uniform
+    with pytest.raises(LabError, match="positive"):
+        apply_temperature(probs, 0.0)
+
+
+def test_ece_by_hand():
+    # Two images in the 0.8-0.867 bin, one right: |0.5 - 0.85| = 0.35 for half the
+    # images; two in the top bin, both right: |1 - 0.95| = 0.05 for the other half.
+    probs = np.array([[0.84, 0.16], [0.14, 0.86], [0.95, 0.05], [0.05, 0.95]])
+    labels = np.array([0, 0, 0, 1])
+    assert expected_calibration_error(probs, labels) == pytest.approx((0.35 + 0.05) / 2)
+    counts, accuracy, confidence = bin_statistics(probs, labels)
+    assert counts.sum() == 4 and counts[12] == 2 and counts[14] == 2
+    assert accuracy[12] == pytest.approx(0.5) and confidence[14] == pytest.approx(0.95)
+    assert np.isnan(accuracy[0])  # empty bin
+    # The same from the top probabilities and right/wrong alone.
+    assert ece_from_confidence([0.84, 0.86, 0.95, 0.95], [True, False, True, True]) == (
+        pytest.approx(0.2))
+    with pytest.raises(LabError, match="confidences"):
+        ece_from_confidence([0.5], [True, False])
+
+
+def test_ece_small_when_calibrated_large_when_over_confident_and_fixed_by_temperature():
+    logits, labels = synthetic()
+    assert expected_calibration_error(softmax(logits), labels) < 0.02
+    over = softmax(logits * 3)
+    before = expected_calibration_error(over, labels)
+    assert before > 0.15
+    calibrated = apply_temperature(over, fit_temperature(over, labels))
+    assert expected_calibration_error(calibrated, labels) < 0.02
+    assert nll(calibrated, labels) < nll(over, labels)
+    np.testing.assert_array_equal(calibrated.argmax(axis=1), over.argmax(axis=1))
+
+
+def test_cross_fitted_calibration_on_unseen_halves():
+    logits, labels = synthetic(n=6000)
+    under = softmax(logits / 2.5)  # like the label-smoothed ResNet: too unsure
+    calibrated, temperatures = cross_fitted(under, labels, folds=2, seed=1)
+    assert len(temperatures) == 2
+    assert all(t == pytest.approx(0.4, rel=0.1) for t in temperatures)
+    assert expected_calibration_error(calibrated, labels) < 0.03
+    assert expected_calibration_error(under, labels) > 0.1
+
+
+def test_calibration_summary_for_an_evaluation(tmp_path):
+    logits, labels = synthetic(n=4000)
+    over = softmax(logits * 2).astype(np.float32)
+    path = tmp_path / "reliability.png"
+    summary = calibration_summary(over, labels, path)
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    assert summary["images"] == 4000 and summary["bins"] == 15
+    assert summary["temperature"] == pytest.approx(2.0, rel=0.1)
+    assert len(summary["fold_temperatures"]) == 2
+    assert summary["ece_calibrated"] < 0.03 < 0.1 < summary["ece"]
+    assert summary["nll_calibrated"] < summary["nll"]
+    json.dumps(summary)  # goes into metrics.json as it is
+
+
+def test_bad_inputs_are_lab_errors():
+    with pytest.raises(LabError, match="labels"):
+        fit_temperature(np.full((3, 2), 0.5), [0, 1])
+    with pytest.raises(LabError, match="0..1"):
+        expected_calibration_error(np.full((2, 2), 0.5), [0, 2])
+    with pytest.raises(LabError, match="shape"):
+        nll(np.zeros((0, 5)), [])
+
+
+def test_reliability_diagram_writes_a_png(tmp_path):
+    logits, labels = synthetic(n=2000)
+    over = softmax(logits * 3)
+    path = tmp_path / "reliability.png"
+    reliability_diagram(over, apply_temperature(over, 3.0), labels, path, temperature=3.0)
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert 500 < width < 1200 and 500 < height < 1200  # fits the report at full size
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_temperature_round_trip_beside_the_model(tmp_path):
+    model = tmp_path / "models" / "best_model.h5"
+    model.parent.mkdir()
+    assert load_temperature(model) == 1.0  # no calibration.json: probabilities unchanged
+    model.write_bytes(b"weights")
+    save_temperature(model, np.float32(0.62), fitted_on="validation", images=500)
+    payload = json.loads(calibration_path(model).read_text())
+    assert calibration_path(model) == model.parent / "calibration.json"
+    assert payload["fitted_on"] == "validation" and payload["images"] == 500
+    assert payload["model_file"] == "best_model.h5"
+    assert load_temperature(model) == pytest.approx(0.62)
+
+
+def test_a_temperature_of_another_model_is_refused(tmp_path):
+    model = tmp_path / "best_model.h5"
+    model.write_bytes(b"weights")
+    save_temperature(model, 2.0)
+    model.write_bytes(b"retrained weights")
+    with pytest.raises(LabError, match="another model"):
+        load_temperature(model)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1.5]", '{"temperature": -1}',
+                                     '{"temperature": "2"}', '{"temperature": NaN}',
+                                     '{"temperature": true}', '{"T": 2.0}'])
+def test_damaged_calibration_file_is_a_lab_error(tmp_path, content):
+    model = tmp_path / "best_model.h5"
+    calibration_path(model).write_text(content)
+    with pytest.raises(LabError, match="damaged"):
+        load_temperature(model)
+
+
+def test_save_refuses_a_meaningless_temperature(tmp_path):
+    for bad in (0, -1.0, float("inf"), float("nan"), "warm"):
+        with pytest.raises(LabError, match="positive"):
+            save_temperature(tmp_path / "best_model.h5", bad)
+    assert not calibration_path(tmp_path / "best_model.h5").exists()
