@@ -30,6 +30,7 @@ class Recipe:
     label_smoothing: float = 0.0
     width: float = 1.0            # ResNet-9 channels: 64-128-256-512 x width
     crop_padding: int = 4         # ResNet-9 augmentation: random crop after padding (pixels)
+    stem_stride: int = 1          # ResNet-9: 2 halves the resolution at the first layer
     mixed_precision: bool = False  # bf16 when a GPU is present
     minutes: float | None = None  # training time budget: the epochs that fit in it are
                                   # worked out from the measured speed (None: ``epochs``)

@@ -350,6 +350,21 @@ def check_finite(history, checkpoint, model_path):
                    "try a lower --learning-rate")
 
 
+def calibrate(model, val, model_path):
+    """Fit the temperature that makes the saved model's probabilities honest on the
+    hold-out images, and save it beside the model; None without a hold-out."""
+    from network.calibration import fit_temperature, save_temperature
+    from network.model_utils import model_images
+    from network.reporting import predict
+
+    if len(val[0]) < 2:
+        return None
+    temperature = fit_temperature(predict(model, model_images(model, val[0])), val[1])
+    save_temperature(model_path, temperature, fitted_on="validation", images=len(val[0]))
+    print(f"Calibrated on {len(val[0])} held-out images: temperature {temperature:.3f}")
+    return round(temperature, 4)
+
+
 def main(argv=None, extra_callbacks=()):
     args = parse_args(argv)
     show = cli.setup_matplotlib(args.show)
@@ -360,8 +375,9 @@ def main(argv=None, extra_callbacks=()):
 
     import keras
 
+    from network.calibration import calibration_path
     from network.distribute import devices_in_use
-    from network.model_utils import model_images, save_class_names
+    from network.model_utils import load_model, model_images, save_class_names
     from network.reporting import evaluate_probabilities, load_history, plot_history, predict
 
     cli.quiet_keras_warnings()
@@ -373,6 +389,7 @@ def main(argv=None, extra_callbacks=()):
     if settings["replicas"] > 1:
         train, val = even_split_for(settings["replicas"], settings["batch_size"], train, val)
     save_class_names(model_path, data.fine_names, data.coarse_names, data.fine_to_coarse)
+    calibration_path(model_path).unlink(missing_ok=True)  # it belongs to the old model
 
     started = time.perf_counter()
     if recipe.minutes and not state:  # a resumed run keeps the epochs planned at its start
@@ -395,6 +412,11 @@ def main(argv=None, extra_callbacks=()):
     plot_history(history, output_dir / "training_curves.png", show=show)
     check_finite(history, checkpoint, model_path)
 
+    # The saved model (with early stopping: the best epoch's) is the one calibrated
+    # and reported.
+    if checkpoint.monitor is not None:
+        model = load_model(model_path, num_class=NUM_CLASSES)
+    temperature = calibrate(model, val, model_path)
     # Report the final model on the test set (it played no part in training).
     probs = predict(model, model_images(model, data.x_test))
     test = evaluate_probabilities(probs, data.y_test, data.fine_to_coarse[data.y_test],
@@ -408,6 +430,7 @@ def main(argv=None, extra_callbacks=()):
         "train_seconds": round(train_seconds, 2),
         "epoch_seconds": [round(t, 3) for t in history.get("epoch_time_s", [])],
         "test": test,
+        "temperature": temperature,
         "hardware": hardware_info(),
         "parameters": model.count_params(),
         "devices_used": devices_in_use(model),

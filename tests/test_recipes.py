@@ -1,0 +1,90 @@
+"""Recipes: overrides, the AdamW schedule, precision choice and time-budget planning."""
+
+import contextlib
+import dataclasses
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from network.recipes import RECIPES, recipe_with
+
+
+def test_recipes_import_no_keras():
+    code = ("import sys, network.recipes, network.train_model; "
+            "print([m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_recipe_with_replaces_only_given_fields():
+    recipe = recipe_with("fast", epochs=3, width=None)
+    assert recipe.epochs == 3 and recipe.width == RECIPES["fast"].width
+    with pytest.raises(TypeError):
+        recipe_with("fast", colour="red")
+
+
+def test_schedule_warms_up_to_the_peak_and_decays_to_zero():
+    from network.model_utils import learning_rate_schedule
+
+    recipe = dataclasses.replace(RECIPES["fast"], learning_rate=2e-3, warmup_epochs=2)
+    schedule = learning_rate_schedule(recipe, steps_per_epoch=10, epochs=6)
+    lr = [float(schedule(step)) for step in range(61)]
+    assert lr[0] == pytest.approx(2e-4)            # lr / 10 at the start
+    assert max(lr) == pytest.approx(2e-3) and int(np.argmax(lr)) == 20  # peak after warm-up
+    assert all(a <= b for a, b in zip(lr[:20], lr[1:21]))  # rising, then falling
+    assert all(a >= b for a, b in zip(lr[20:60], lr[21:61]))
+    assert lr[60] == pytest.approx(0.0, abs=1e-9)  # nothing left at the end
+
+
+def test_lab_recipe_keeps_adams_constant_rate():
+    from network.model_utils import compile_for_recipe
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(100, activation="softmax")])
+    compile_for_recipe(model, RECIPES["lab"], steps_per_epoch=10)
+    assert type(model.optimizer).__name__ == "Adam"
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)
+
+
+@pytest.fixture
+def restore_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_auto_precision_is_float32_without_a_gpu(restore_policy, monkeypatch):
+    from network import model_utils
+    from network.train_model import set_precision
+
+    monkeypatch.setattr(model_utils, "gpu_available", lambda: False)
+    assert set_precision("auto", RECIPES["fast"]) == "float32"
+    monkeypatch.setattr(model_utils, "gpu_available", lambda: True)
+    assert set_precision("auto", RECIPES["fast"]) == "mixed_bfloat16"
+    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert set_precision("auto", RECIPES["cpu"]) == "float32"  # a CPU recipe stays float32
+    assert set_precision("float32", RECIPES["fast"]) == "float32"  # an explicit choice wins
+
+
+@pytest.mark.parametrize("minutes, expected", [(1e-4, 1), (1e4, 3)])
+def test_time_budget_plans_whole_epochs_within_bounds(minutes, expected):
+    """A budget too small for one epoch still trains one; a huge one stops at the
+    recipe's maximum. The optimizer is set up for exactly the planned epochs."""
+    import time
+
+    from network.model_utils import build_for_recipe, compile_for_recipe
+    from network.train_model import plan_epochs
+
+    recipe = dataclasses.replace(RECIPES["cpu"], width=0.0625, epochs=3, minutes=minutes,
+                                 batch_size=8, warmup_epochs=0)
+    model = build_for_recipe(recipe, 100, seed=0)
+    compile_for_recipe(model, recipe, steps_per_epoch=5)
+    rng = np.random.default_rng(0)
+    train = (rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), rng.integers(0, 100, 40))
+    epochs, epoch_s = plan_epochs(model, recipe, {"batch_size": 8}, train,
+                                  contextlib.nullcontext(), time.perf_counter())
+    assert epochs == expected and epoch_s > 0
+    schedule = model.optimizer._learning_rate
+    assert schedule.decay_steps == expected * 5  # 40 images / batch 8, no warm-up
