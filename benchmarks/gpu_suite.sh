@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The issue-3 measurements in one call on a GPU machine (see ../shared/GPU.md for staging
-# CIFAR-100 there; this expects assemble.sh to have set CIFAR100_DIR and KERAS_BACKEND=jax).
+# The GPU figures of the README's results table, measured in one command on a machine with an
+# NVIDIA GPU (JAX backend; install "jax[cuda12]" and keras, see README.md):
 #
-#   source .stage/assemble.sh && bash benchmarks/gpu_suite.sh          # on the GPU machine
+#   CIFAR100_DIR=/path/to/cifar-100-python KERAS_BACKEND=jax bash benchmarks/gpu_suite.sh
 #   EXTRA="--subset 500 --epochs 1 --width 0.0625" bash benchmarks/gpu_suite.sh   # CPU dry run
 #
 # Runs, each as the whole `python -m network.train_model` process (imports, data loading and
@@ -10,10 +10,10 @@
 #   fast_seed1  the fast recipe, cold JAX compilation cache
 #   fast_seed2  the fast recipe, another seed, warm cache
 #   fast_w1     the fast recipe at the classic ResNet-9 width (64-128-256-512)
-#   lab         the lab's recipe (early stopping, up to 100 epochs)
+#   lab_seed1, lab_seed2   the lab's recipe (early stopping, up to 100 epochs), two seeds
 # and writes $OUT/summary.json (accuracy, top-5, epochs, epoch times, process seconds) plus
 # $OUT/logs.txt (the tail of each run's output); models and reports stay in $WORK.
-# Set SKIP_LAB=1 to leave the lab run out.
+# Set SKIP_LAB=1 to leave the lab runs out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-suite}
@@ -41,7 +41,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | tee
 run fast_seed1 --recipe fast --seed 1
 run fast_seed2 --recipe fast --seed 2
 run fast_w1 --recipe fast --width 1 --seed 1
-[ "${SKIP_LAB:-0}" = 1 ] || run lab --recipe lab
+if [ "${SKIP_LAB:-0}" != 1 ]; then
+  run lab_seed1 --recipe lab --seed 1
+  run lab_seed2 --recipe lab --seed 2
+fi
 
 python - "$OUT" "$WORK" <<'EOF'
 import json
