@@ -329,7 +329,8 @@ def fit(model, settings, train, val, callbacks, initial_epoch, resume_dir, outpu
         model.fit(model_images(model, train[0]), one_hot(train[1], NUM_CLASSES),
                   batch_size=settings["batch_size"], epochs=settings["epochs"],
                   initial_epoch=initial_epoch, validation_data=val_data, callbacks=callbacks,
-                  verbose="auto")
+                  # A live progress bar on a terminal; one line per epoch in a log file.
+                  verbose=1 if sys.stdout.isatty() else 2)
     except KeyboardInterrupt:
         if (resume_dir / STATE_FILE).is_file():
             print(f"\nThe run is kept in {resume_dir}: continue it with --resume "
