@@ -480,6 +480,10 @@ def our_path(data_dir, allow_md5_mismatch):
     loaded = time.perf_counter()
     arrays = (data.x_train, one_hot(data.y_train, NUM_CLASSES),
               data.x_test, one_hot(data.y_test, NUM_CLASSES))
+    # Memory-mapped arrays are read only when used: touch every page, so the time
+    # and memory figures count all of the data, as training will.
+    for images in (data.x_train, data.x_test):
+        int(images.reshape(-1)[::4096].sum())
     return arrays, loaded - start, time.perf_counter() - loaded
 
 
