@@ -36,6 +36,45 @@ def evaluate_probabilities(probs, y_true, coarse_true, fine_to_coarse):
     }
 
 
+def superclass_matrix(y_true, y_pred, fine_to_coarse, num_superclasses):
+    """The 20 x 20 confusion matrix of the true and predicted classes' superclasses."""
+    from sklearn.metrics import confusion_matrix
+
+    mapping = np.asarray(fine_to_coarse)
+    return confusion_matrix(mapping[np.asarray(y_true)], mapping[np.asarray(y_pred)],
+                            labels=np.arange(num_superclasses))
+
+
+def most_confused_pairs(cm, k=10):
+    """The ``k`` unordered class pairs with the most mistakes, both directions summed.
+
+    Returns (a, b, a predicted as b, b predicted as a) tuples, most mistakes
+    first, each turned so that a -> b is the more frequent direction; pairs
+    never confused are left out.
+    """
+    both = np.triu(cm + cm.T, k=1)
+    a, b = np.nonzero(both)
+    order = np.lexsort((b, a, -both[a, b]))[:k]  # most first, then by class index
+    pairs = []
+    for i, j in zip(a[order].tolist(), b[order].tolist()):
+        if cm[j, i] > cm[i, j]:
+            i, j = j, i
+        pairs.append((i, j, int(cm[i, j]), int(cm[j, i])))
+    return pairs
+
+
+def per_class_scores(y_true, y_pred, names, fine_to_coarse, coarse_names):
+    """Precision, recall, F1 and test images of every class, worst F1 first."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    scores = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(len(names)),
+                                             zero_division=0)
+    rows = [{"name": name, "superclass": coarse_names[fine_to_coarse[i]], "precision": p,
+             "recall": r, "f1": f1, "support": int(n)}
+            for i, (name, p, r, f1, n) in enumerate(zip(names, *scores))]
+    return sorted(rows, key=lambda r: (r["f1"], r["recall"], r["name"]))
+
+
 def load_history(csv_path):
     """Read history.csv, keeping the last row of any epoch a resumed run repeated.
 
@@ -72,9 +111,11 @@ def plot_history(history, path, show=False):
     for ax, metric, title, scale in ((axes[0], "loss", "Loss", 1),
                                      (axes[1], "accuracy", "Accuracy (%)", 100)):
         name = title.split(" ")[0].lower()
-        ax.plot(epochs, history[metric] * scale, "o-", label=f"Training {name}")
+        # clip_on=False: a line at 0 % stays visible on the axis.
+        ax.plot(epochs, history[metric] * scale, "o-", label=f"Training {name}", clip_on=False)
         if f"val_{metric}" in history:
-            ax.plot(epochs, history[f"val_{metric}"] * scale, "o-", label=f"Validation {name}")
+            ax.plot(epochs, history[f"val_{metric}"] * scale, "o-", label=f"Validation {name}",
+                    clip_on=False)
         ax.set_xlabel("Epoch", fontsize=13)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.5"
         ax.set_ylabel(title, fontsize=13)
@@ -103,7 +144,8 @@ def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=Fa
     totals = cm.sum(axis=1)
     cols = 4
     rows = -(-len(coarse_names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(14, 3.3 * rows), squeeze=False,
+    # 12 inches wide: at the report's width (~1100 px) the 10 pt labels stay ~12 px high.
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.1 * rows), squeeze=False,
                              layout="constrained")
     for ax in axes.flat[len(coarse_names):]:
         ax.axis("off")
