@@ -298,12 +298,12 @@ def render(ctx):
 
 
 def main(argv=None):
+    args = parse_args(argv)  # --help and wrong options answer before the slow imports below
     from sklearn.metrics import confusion_matrix
 
     from network import reporting
     from network.model_utils import load_class_names
 
-    args = parse_args(argv)
     cli.setup_matplotlib(args.show)
     out = args.output_dir
     history, summary = load_training_run(out)
