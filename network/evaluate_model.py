@@ -6,10 +6,10 @@ Prints and saves, in the output folder (default ``reports/``):
   with ``--tta`` also the same for test-time flip averaging, reported apart;
 - ``classification_report.txt`` / ``.csv``: precision, recall and F1 per class
   with the real class names;
-- ``confusion_matrix.png``: the 100 x 100 confusion matrix;
+- ``confusion_matrix.png``: the confusion matrix, one block per superclass;
 - ``test_predictions.csv``: each test image's true and predicted class;
 - ``test_samples.png``: 16 distinct random test images titled with their true
-  and predicted classes (green when right, red when wrong).
+  and predicted classes, each marked right or wrong.
 
 Usage:
 
@@ -113,7 +113,8 @@ def main(argv=None):
     pd.DataFrame({"image": np.arange(count), "true": labels, "predicted": predicted}).to_csv(
         out / "test_predictions.csv", index=False)
     cm = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
-    plot_confusion_matrix(cm, names, out / "confusion_matrix.png", show=show)
+    plot_confusion_matrix(cm, names, data.coarse_names, data.fine_to_coarse,
+                          out / "confusion_matrix.png", show=show)
 
     chosen = pick_samples(count, args.seed)
     plot_test_samples(images[chosen], [names[i] for i in labels[chosen]],

@@ -36,6 +36,45 @@ def evaluate_probabilities(probs, y_true, coarse_true, fine_to_coarse):
     }
 
 
+def superclass_matrix(y_true, y_pred, fine_to_coarse, num_superclasses):
+    """The 20 x 20 confusion matrix of the true and predicted classes' superclasses."""
+    from sklearn.metrics import confusion_matrix
+
+    mapping = np.asarray(fine_to_coarse)
+    return confusion_matrix(mapping[np.asarray(y_true)], mapping[np.asarray(y_pred)],
+                            labels=np.arange(num_superclasses))
+
+
+def most_confused_pairs(cm, k=10):
+    """The ``k`` unordered class pairs with the most mistakes, both directions summed.
+
+    Returns (a, b, a predicted as b, b predicted as a) tuples, most mistakes
+    first, each turned so that a -> b is the more frequent direction; pairs
+    never confused are left out.
+    """
+    both = np.triu(cm + cm.T, k=1)
+    a, b = np.nonzero(both)
+    order = np.lexsort((b, a, -both[a, b]))[:k]  # most first, then by class index
+    pairs = []
+    for i, j in zip(a[order].tolist(), b[order].tolist()):
+        if cm[j, i] > cm[i, j]:
+            i, j = j, i
+        pairs.append((i, j, int(cm[i, j]), int(cm[j, i])))
+    return pairs
+
+
+def per_class_scores(y_true, y_pred, names, fine_to_coarse, coarse_names):
+    """Precision, recall, F1 and test images of every class, worst F1 first."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    scores = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(len(names)),
+                                             zero_division=0)
+    rows = [{"name": name, "superclass": coarse_names[fine_to_coarse[i]], "precision": p,
+             "recall": r, "f1": f1, "support": int(n)}
+            for i, (name, p, r, f1, n) in enumerate(zip(names, *scores))]
+    return sorted(rows, key=lambda r: (r["f1"], r["recall"], r["name"]))
+
+
 def load_history(csv_path):
     """Read history.csv, keeping the last row of any epoch a resumed run repeated.
 
@@ -50,60 +89,113 @@ def load_history(csv_path):
     history = history.drop(columns=[*empty, "val_epoch_time_s"], errors="ignore")
     history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
     return history.reset_index(drop=True)
-    return history
+
+
+def epoch_numbers(history):
+    """The epochs counted from 1, whether history.csv counts from 0 (Keras) or from 1."""
+    epochs = history["epoch"].astype(int)
+    return epochs + 1 if epochs.min() == 0 else epochs
+
+
+def has_validation(history):
+    return "val_loss" in history and history["val_loss"].notna().any()
 
 
 def plot_history(history, path, show=False):
-    """Loss and accuracy, training vs validation, side by side (the manual's figure)."""
+    """Loss and accuracy (in %) per epoch, training vs validation, side by side."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    epochs = history["epoch"] + 1
+    epochs = epoch_numbers(history)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
-        ax.plot(epochs, history[metric], "o-", label=f"Training {title.lower()}")
+    for ax, metric, title, scale in ((axes[0], "loss", "Loss", 1),
+                                     (axes[1], "accuracy", "Accuracy (%)", 100)):
+        name = title.split(" ")[0].lower()
+        # clip_on=False: a line at 0 % stays visible on the axis.
+        ax.plot(epochs, history[metric] * scale, "o-", label=f"Training {name}", clip_on=False)
         if f"val_{metric}" in history:
-            ax.plot(epochs, history[f"val_{metric}"], "o-", label=f"Validation {title.lower()}")
+            ax.plot(epochs, history[f"val_{metric}"] * scale, "o-", label=f"Validation {name}",
+                    clip_on=False)
         ax.set_xlabel("Epoch", fontsize=13)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.5"
         ax.set_ylabel(title, fontsize=13)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("Loss and accuracy during training", fontsize=15)
+    # A chance-level model sits near 1 %: start the axis at 0 so it does not look like 100.
+    axes[1].set_ylim(bottom=0)
+    fig.suptitle("Loss and accuracy during training" if has_validation(history) else
+                 "Loss and accuracy on the training images (no validation split)", fontsize=15)
     save_figure(fig, path, show)
 
 
-def plot_confusion_matrix(cm, names, path, title="Confusion matrix", show=False):
-    """A class-by-class confusion matrix (rows: true class, columns: predicted)."""
+def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=False):
+    """The confusion matrix as one block per superclass, so every class name is legible.
+
+    A 100 x 100 matrix at page width leaves a few pixels per class. Each block
+    shows the classes of one superclass against each other, plus an
+    "elsewhere" column for predictions outside the superclass (the report's
+    superclass matrix and confused pairs tell where those went). Shades are
+    shares of the true class's test images; numbers are image counts.
+    """
     import matplotlib.pyplot as plt
 
-    n = len(names)
-    size = max(6, 0.17 * n + 3)
-    fig, ax = plt.subplots(figsize=(size, size))
-    image = ax.imshow(cm, cmap="Blues", interpolation="nearest")
-    ax.set_xticks(range(n), names, rotation=90, fontsize=6 if n > 30 else 9)
-    ax.set_yticks(range(n), names, fontsize=6 if n > 30 else 9)
-    ax.set_xlabel("Predicted class")
-    ax.set_ylabel("True class")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, fraction=0.03)
+    cm = np.asarray(cm)
+    fine_to_coarse = np.asarray(fine_to_coarse)
+    totals = cm.sum(axis=1)
+    cols = 4
+    rows = -(-len(coarse_names) // cols)
+    # 12 inches wide: at the report's width (~1100 px) the 10 pt labels stay ~12 px high.
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.1 * rows), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(coarse_names):]:
+        ax.axis("off")
+    for ax, (coarse, coarse_name) in zip(axes.flat, enumerate(coarse_names)):
+        members = np.flatnonzero(fine_to_coarse == coarse)
+        block = cm[np.ix_(members, members)]
+        counts = np.column_stack([block, totals[members] - block.sum(axis=1)])
+        shares = counts / np.maximum(totals[members], 1)[:, None]
+        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        for (i, j), count in np.ndenumerate(counts):
+            if count:
+                ax.text(j, i, count, ha="center", va="center", fontsize=9,
+                        color="white" if shares[i, j] > 0.55 else "black")
+        labels = [names[m] for m in members]
+        ax.set_yticks(range(len(members)), labels, fontsize=10)
+        ax.set_xticks(range(len(members) + 1), [*labels, "elsewhere"], fontsize=10,
+                      rotation=40, ha="right", rotation_mode="anchor")
+        ax.set_title(coarse_name.replace("_", " "), fontsize=11, fontweight="bold")
+    fig.colorbar(image, ax=axes, location="bottom", shrink=0.5, aspect=40, pad=0.01,
+                 label="Share of the true class's test images (numbers: image counts)")
+    fig.suptitle("Confusion matrix by superclass (rows: true class, columns: predicted class)",
+                 fontsize=15)
     save_figure(fig, path, show)
 
 
 def plot_test_samples(images, true_names, pred_names, path, show=False):
-    """A grid of images titled with true and predicted names (green right, red wrong)."""
+    """A grid of images titled with true and predicted names.
+
+    Right and wrong differ by a mark, the word and the frame's style, not by
+    colour alone (red and green look alike to many people).
+    """
     import matplotlib.pyplot as plt
 
     cols = 4
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 4.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, true, pred in zip(axes.flat, images, true_names, pred_names):
+        right = true == pred
+        color = "green" if right else "red"
+        ax.axis("on")
         ax.imshow(image)
-        ax.set_title(f"True: {true}\nPredicted: {pred}", fontsize=11,
-                     color="green" if true == pred else "red")
-    fig.suptitle("Images with true and predicted labels", fontsize=16)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set(color=color, linewidth=4, linestyle="-" if right else (0, (2, 1.5)))
+        verdict = "\u2713 right" if right else "\u2717 wrong"
+        ax.set_title(f"{verdict}\nTrue: {true}\nPredicted: {pred}", fontsize=11, color=color)
+    fig.suptitle("Random test images with true and predicted labels", fontsize=16)
     fig.tight_layout(rect=(0, 0, 1, 0.98))  # keep the first row's titles off the suptitle
     save_figure(fig, path, show)
 

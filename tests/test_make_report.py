@@ -2,6 +2,7 @@
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import os
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_cli
-from network import make_report
+from network import PROJECT_ROOT, make_report, reporting
 from network.cli import LabError
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,8 @@ HEADINGS = ["Summary", "Run settings and hardware", "Training history per epoch"
             "Training curves", "Test metrics", "Per-class precision, recall and F1",
             "Confusion matrix", "Superclass confusion matrix", "Most confused class pairs",
             "Random test images", "Own images"]
+ANCHORS = ["summary", "settings", "history", "curves", "metrics", "per-class", "confusion",
+           "superclass", "pairs", "samples", "own-images"]
 EVALUATION_OUTPUTS = ["metrics.json", "classification_report.csv", "confusion_matrix.png",
                       "test_samples.png"]
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
@@ -122,10 +125,19 @@ def report(tmp_path_factory, trained, fake_data):
     out = copy_training_run(trained, base / "reports")
     images = write_images(base / "img")
     assert not (out / "metrics.json").exists()
-    code = make_report.main(report_args(out, images, trained["model_path"], fake_data))
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        code = make_report.main(report_args(out, images, trained["model_path"], fake_data))
     text = (out / "report.html").read_text(encoding="utf-8")
     return {"out": out, "images": images, "code": code, "html": text, "tree": parse(text),
-            "metrics": json.loads((out / "metrics.json").read_text())}
+            "metrics": json.loads((out / "metrics.json").read_text()),
+            "stdout": stdout.getvalue()}
+
+
+def report_copy(report, tmp_path):
+    """A copy of the report's output folder (file times kept, so nothing looks stale)."""
+    out = tmp_path / "reports"
+    shutil.copytree(report["out"], out)
+    return out
 
 
 # --- The page -------------------------------------------------------------------------
@@ -143,8 +155,7 @@ def test_runs_missing_evaluation_and_recognition(report):
 def test_every_section_heading(report):
     headings = [h.all_text() for h in report["tree"].find_all("h2")]
     assert headings == HEADINGS
-    for anchor, _ in make_report.SECTIONS:
-        assert report["tree"].find("section", id=anchor)
+    assert [s.attrs["id"] for s in report["tree"].find_all("section")] == ANCHORS
 
 
 def test_figures_are_embedded_pngs(report):
@@ -240,6 +251,128 @@ def test_summary_states_the_numbers(report):
     assert "own images" in summary
 
 
+def test_terminal_shows_headline_not_tables(report):
+    lines = report["stdout"].splitlines()
+    assert lines[0].startswith("Evaluating ") and "metrics.json is missing" in lines[0]
+    assert lines[1].startswith("Recognising the images given with --images")
+    assert f"Test accuracy {report['metrics']['accuracy']:.1%}" in lines[2]
+    assert lines[3].startswith("Report written to")
+    assert len(lines) == 4   # no 100-row classification report, no top-5 lists
+    assert "precision" not in report["stdout"] and "fine_" not in report["stdout"]
+
+
+def test_template_escapes_class_names(report, trained, fake_data, tmp_path, monkeypatch):
+    from network import model_utils
+
+    def names_with_markup(model_path, num_class=None):
+        classes = json.loads(model_utils.class_names_path(model_path).read_text())
+        classes["fine_label_names"][3] = "<script>alert(1)</script>"
+        return classes
+
+    monkeypatch.setattr(model_utils, "load_class_names", names_with_markup)
+    out = report_copy(report, tmp_path)
+    make_report.main(report_args(out, report["images"], trained["model_path"], fake_data))
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<script" not in text
+
+
+def test_numbers_and_their_headers_align_alike(report):
+    table = report["tree"].find("table", **{"class": "per-class"})
+    headers = table.find("thead").find_all("th")
+    cells = body_rows(table)[0].find_all("td")
+    for th, td in zip(headers, cells, strict=True):
+        assert ("text" in th.attrs.get("class", "")) == ("text" in td.attrs.get("class", "")), \
+            th.all_text()
+    assert cells[5].attrs["class"] == "bar"     # F1: a number, right-aligned like its header
+    bar_rule = re.search(r"td\.bar\s*\{([^}]*)\}", report["html"]).group(1)
+    assert "text-align" not in bar_rule
+
+
+def test_last_test_model_run_kept_without_images(report, trained, fake_data, tmp_path, capsys):
+    """After test_model some/folder, the report shows that folder's images, not img/'s."""
+    from network import test_model
+
+    out = report_copy(report, tmp_path)
+    folder = tmp_path / "some" / "folder"
+    folder.mkdir(parents=True)
+    shutil.copy2(report["images"] / "rocket_1.png", folder / "fine_03_photo.png")
+    test_model.main(["--model-path", str(trained["model_path"]), "--output-dir", str(out),
+                     "--no-show", str(folder)])
+    before = (out / "predictions" / "predictions.csv").stat().st_mtime_ns
+    capsys.readouterr()
+    make_report.main(["--output-dir", str(out), "--model-path", str(trained["model_path"]),
+                      "--data-dir", str(fake_data), "--allow-md5-mismatch"])
+    printed = capsys.readouterr().out
+    assert "Recognising" not in printed and "other images" not in printed
+    assert (out / "predictions" / "predictions.csv").stat().st_mtime_ns == before
+    tree = parse((out / "report.html").read_text(encoding="utf-8"))
+    section = tree.find("section", id="own-images")
+    assert [h.all_text() for h in section.find_all("h3")] == ["fine_03_photo.png"]
+    summary = " ".join(tree.find("div", **{"class": "summary"}).all_text().split())
+    assert "fine_03_photo.png is named after a class (fine_03), which the model" in summary
+
+
+def test_img_recognised_when_test_model_never_ran(report, trained, fake_data, tmp_path, capsys):
+    from network.test_model import collect_images
+
+    out = report_copy(report, tmp_path)
+    shutil.rmtree(out / "predictions")
+    make_report.main(["--output-dir", str(out), "--model-path", str(trained["model_path"]),
+                      "--data-dir", str(fake_data), "--allow-md5-mismatch"])
+    printed = capsys.readouterr().out
+    assert "Recognising the images in img/" in printed and "does not exist yet" in printed
+    tree = parse((out / "report.html").read_text(encoding="utf-8"))
+    titles = [h.all_text() for h in tree.find("section", id="own-images").find_all("h3")]
+    assert titles == [p.name for p in collect_images([PROJECT_ROOT / "img"])[0]]
+
+
+def test_chart_column_and_no_hits_in_words(report, trained, fake_data, tmp_path):
+    """predictions.csv's chart column names the charts; zero hits read as words."""
+    import pandas as pd
+
+    out = report_copy(report, tmp_path)
+    folder = out / "predictions"
+    charts = {"fine_00_cat.png": "first chart.png", "fine_01_dog.png": "second chart.png"}
+    rows = []
+    for (image, chart), source in zip(charts.items(), ["rocket_1_top5.png", "a&b <x>_top5.png"]):
+        shutil.copy2(folder / source, folder / chart)
+        rows += [{"file": str(tmp_path / image), "rank": rank, "class": f"fine_{9 + rank}",
+                  "probability": 0.2, "chart": chart} for rank in range(1, 6)]
+    pd.DataFrame(rows).to_csv(folder / "predictions.csv", index=False)
+    make_report.main(["--output-dir", str(out), "--model-path", str(trained["model_path"]),
+                      "--data-dir", str(fake_data), "--allow-md5-mismatch"])
+    tree = parse((out / "report.html").read_text(encoding="utf-8"))
+    section = tree.find("section", id="own-images")
+    assert [h.all_text() for h in section.find_all("h3")] == list(charts)
+    embedded = [img.attrs["src"].split(",", 1)[1] for img in section.find_all("img")]
+    assert embedded == [base64.b64encode((folder / c).read_bytes()).decode() for c in
+                        charts.values()]
+    summary = " ".join(tree.find("div", **{"class": "summary"}).all_text().split())
+    assert ("Both own images are named after a class, but for none of them is that class "
+            "among the model\u2019s top five.") in summary
+    assert not re.search(r"\bfor 0\b", summary)
+
+
+def test_history_counted_from_1_without_validation(report, trained, fake_data, tmp_path):
+    """A history.csv that counts from 1 and has no validation columns."""
+    import pandas as pd
+
+    out = report_copy(report, tmp_path)
+    history = pd.read_csv(out / "history.csv")
+    history = history.drop(columns=[c for c in history if c.startswith("val_")])
+    history.assign(epoch=history["epoch"] + 1).to_csv(out / "history.csv", index=False)
+    make_report.main(report_args(out, report["images"], trained["model_path"], fake_data))
+    tree = parse((out / "report.html").read_text(encoding="utf-8"))
+    rows = body_rows(tree.find("table", **{"class": "history"}))
+    assert [row.find_all("td")[0].all_text() for row in rows] == ["1"]
+    assert not tree.find("section", id="history").find_all("tr", **{"class": "best"})
+    caption = tree.find("section", id="curves").find("figcaption").all_text()
+    assert "training images" in caption and "no validation" in caption
+    assert "training and" not in caption
+    assert "validation loss" not in tree.find("div", **{"class": "summary"}).all_text()
+
+
 # --- Reusing, refreshing and failing ---------------------------------------------------
 
 def mtimes(out):
@@ -326,15 +459,15 @@ def test_most_confused_pairs_sum_both_directions():
     cm = np.array([[5, 1, 3],
                    [4, 6, 0],
                    [1, 2, 7]])
-    pairs = make_report.most_confused_pairs(cm, k=2)
+    pairs = reporting.most_confused_pairs(cm, k=2)
     # 0<->1: 5 mistakes, turned so the larger direction (1 -> 0: 4) comes first; then 0<->2.
     assert pairs == [(1, 0, 4, 1), (0, 2, 3, 1)]
-    assert make_report.most_confused_pairs(np.diag([3, 4])) == []
+    assert reporting.most_confused_pairs(np.diag([3, 4])) == []
 
 
 def test_superclass_matrix_maps_fine_labels():
     fine_to_coarse = np.array([0, 0, 1, 1])
-    cm = make_report.superclass_matrix([0, 1, 2, 3], [1, 2, 3, 3], fine_to_coarse, 2)
+    cm = reporting.superclass_matrix([0, 1, 2, 3], [1, 2, 3, 3], fine_to_coarse, 2)
     assert cm.tolist() == [[1, 1], [0, 2]]
 
 
@@ -345,6 +478,85 @@ def test_guess_class_from_file_name():
     assert make_report.guess_class("maple_tree_2", names) == "maple_tree"
     assert make_report.guess_class("cup", names) == "cup"
     assert make_report.guess_class("cupboard", names) is None
+
+
+# --- Figures --------------------------------------------------------------------------
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save (still saved as PNG files)."""
+    figures = []
+    save = reporting.save_figure
+
+    def keep(fig, path, show=False):
+        figures.append(fig)
+        save(fig, path, show)
+
+    monkeypatch.setattr(reporting, "save_figure", keep)
+    return figures
+
+
+@pytest.mark.parametrize("first_epoch", [0, 1])
+def test_training_curves_in_percent_from_epoch_1(drawn, tmp_path, first_epoch):
+    import pandas as pd
+
+    history = pd.DataFrame({"epoch": [first_epoch, first_epoch + 1, first_epoch + 2],
+                            "loss": [4.6, 4.5, 4.4], "accuracy": [0.01, 0.03, 0.06],
+                            "val_loss": [4.6, 4.55, 4.5], "val_accuracy": [0.01, 0.02, 0.04]})
+    reporting.plot_history(history, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    accuracy = drawn[0].axes[1]
+    assert "%" in accuracy.get_ylabel()
+    train, val = accuracy.get_lines()
+    assert list(train.get_xdata()) == [1, 2, 3]
+    np.testing.assert_allclose(train.get_ydata(), [1, 3, 6])
+    np.testing.assert_allclose(val.get_ydata(), [1, 2, 4])
+    assert accuracy.get_ylim()[0] == 0
+
+
+def test_training_curves_without_validation(drawn, tmp_path):
+    import pandas as pd
+
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [4.6, 4.5], "accuracy": [0.01, 0.03]})
+    reporting.plot_history(history, tmp_path / "curves.png")
+    for ax in drawn[0].axes:
+        assert [t.get_text() for t in ax.get_legend().get_texts()][0].startswith("Training")
+        assert len(ax.get_lines()) == 1
+    assert "no validation" in drawn[0].get_suptitle()
+
+
+def test_confusion_matrix_names_every_class_legibly(drawn, tmp_path):
+    from sklearn.metrics import confusion_matrix
+
+    from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 100, 2000)
+    y_pred = np.where(rng.random(2000) < 0.5, y_true, rng.integers(0, 100, 2000))
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(100))
+    path = tmp_path / "confusion_matrix.png"
+    reporting.plot_confusion_matrix(cm, FINE_NAMES, COARSE_NAMES, FINE_TO_COARSE, path)
+    assert path.read_bytes().startswith(b"\x89PNG")
+    fig = drawn[0]
+    blocks = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in blocks] == [n.replace("_", " ") for n in COARSE_NAMES]
+    labels = [t for ax in blocks for t in ax.get_yticklabels()]
+    assert sorted(t.get_text() for t in labels) == FINE_NAMES
+    assert min(t.get_fontsize() for t in labels) >= 10
+    # Each block's numbers add up to its classes' test images (nothing dropped).
+    counted = sum(int(t.get_text()) for ax in blocks for t in ax.texts)
+    assert counted == cm.sum()
+    colorbar = [ax for ax in fig.axes if ax not in blocks and ax.get_xlabel()]
+    assert colorbar and "share" in colorbar[0].get_xlabel().lower()
+
+
+def test_test_samples_marked_beyond_colour(drawn, tmp_path):
+    images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    reporting.plot_test_samples(images, ["cat", "dog"], ["cat", "cow"], tmp_path / "s.png")
+    right, wrong = drawn[0].axes[:2]
+    assert right.get_title().startswith("\u2713 right")
+    assert wrong.get_title().startswith("\u2717 wrong")
+    assert (right.spines["left"].get_linestyle() != wrong.spines["left"].get_linestyle())
 
 
 # --- A real browser -------------------------------------------------------------------
