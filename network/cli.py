@@ -24,7 +24,8 @@ class LabError(Exception):
 
 def run_main(main, argv=None):
     """Run ``main(argv)`` and turn expected failures into a one-line error."""
-    prog = Path(sys.argv[0]).stem
+    module = main.__module__.rsplit(".", 1)[-1]  # "__main__" when run as a script
+    prog = Path(sys.argv[0]).stem if module == "__main__" else module
     try:
         code = main(argv)
     except LabError as err:
@@ -39,6 +40,15 @@ def run_main(main, argv=None):
 def default_data_dir():
     """The data folder: $CIFAR100_DIR when set, else ``data/`` in the project."""
     return Path(os.environ.get("CIFAR100_DIR") or DEFAULT_DATA_DIR)
+
+
+def display_path(path):
+    """A path as shown to the user: relative to the working folder when inside it."""
+    try:
+        relative = os.path.relpath(os.path.abspath(path))
+    except ValueError:  # Windows: another drive
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def positive_int(text):
@@ -96,6 +106,26 @@ def ensure_writable_dir(parser, path, what):
         parser.error(f"cannot create {what} {path}: {err.strerror}")
     if not os.access(path, os.W_OK | os.X_OK):
         parser.error(f"{what} {path} is not writable")
+
+
+def require_model_file(path):
+    """Stop with a ``LabError`` when ``path`` is not a model file to load.
+
+    Checked before Keras is imported, so a mistyped path is answered at once.
+    The message differs for the default path (nothing trained yet) and a path
+    the user gave with --model-path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise LabError(f"{path} is a folder, not a model file: pass the .h5 or .keras file "
+                       "with --model-path")
+    if path.is_file():
+        return
+    if path.resolve() == DEFAULT_MODEL_PATH.resolve():
+        raise LabError(f"no trained model yet ({path} does not exist): train one first with "
+                       "python -m network.train_model, or pass --model-path")
+    raise LabError(f"the model file {path} does not exist: check the path given with "
+                   "--model-path")
 
 
 def setup_matplotlib(show):

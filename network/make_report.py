@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a file: python network/make_report.py
 
 import numpy as np
 
-from network import PROJECT_ROOT, cli
+from network import PROJECT_ROOT, cli, runtime
 from network.cli import LabError
 
 REPORT_NAME = "report.html"
@@ -298,15 +298,19 @@ def render(ctx):
 
 
 def main(argv=None):
+    runtime.setup_backend_env()
     args = parse_args(argv)  # --help and wrong options answer before the slow imports below
+    cli.require_model_file(args.model_path)
+    cli.setup_matplotlib(args.show)
+    out = args.output_dir
+    history, summary = load_training_run(out)
+    runtime.start()
+
     from sklearn.metrics import confusion_matrix
 
     from network import reporting
     from network.model_utils import load_class_names
 
-    cli.setup_matplotlib(args.show)
-    out = args.output_dir
-    history, summary = load_training_run(out)
     checked = refresh_outputs(args)
 
     metrics = read_json(out / "metrics.json", "run again with --refresh")

@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a file: python network/train_model.py
 
 import numpy as np
 
-from network import cli
+from network import cli, runtime
 from network.cli import LabError
 from network.data_utils import NUM_CLASSES, load_cifar100, one_hot
 from network.distribute import trim_to_multiple
@@ -367,6 +367,7 @@ def calibrate(model, val, model_path):
 
 
 def main(argv=None, extra_callbacks=()):
+    runtime.setup_backend_env()
     args = parse_args(argv)
     show = cli.setup_matplotlib(args.show)
     resume_dir, output_dir = args.output_dir / RESUME_DIR, args.output_dir
@@ -385,6 +386,7 @@ def main(argv=None, extra_callbacks=()):
     data, train, val = load_splits(settings, recipe)
     keras.utils.set_random_seed(settings["seed"])
     settings["precision_used"] = set_precision(settings["precision"], recipe)
+    runtime.announce(settings["precision_used"], training=True)
     model, settings["replicas"], scope = build_compiled(
         settings, recipe, -(-len(train[0]) // settings["batch_size"]))
     if settings["replicas"] > 1:

@@ -1,0 +1,310 @@
+"""What the scripts run on: backend set-up, a quiet start and a one-line summary.
+
+Every script calls, in this order:
+
+    runtime.setup_backend_env()   # first thing: environment for the backend
+    ...                           # options and paths are checked without Keras
+    runtime.start()               # imports Keras quietly, prints the line below
+
+and so starts with one line saying what it runs on, e.g.
+
+    Running on TensorFlow, CPU (2 cores), float32
+    Running on JAX, GPU: NVIDIA H100 80GB HBM3 (1), mixed_bfloat16
+
+Importing ``network`` itself changes nothing in the process: the environment
+is only prepared when a script runs. In a notebook, call
+``setup_backend_env()`` before importing Keras to get the same quiet start.
+"""
+
+import contextlib
+import importlib.machinery
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+
+# How to get each backend onto an NVIDIA GPU (README.md, "Training on a GPU").
+GPU_INSTALL = {
+    "tensorflow": 'pip install "tensorflow[and-cuda]"',
+    "jax": 'pip install "jax[cuda12]"',
+    "torch": "pip install torch --index-url https://download.pytorch.org/whl/cu128",
+}
+
+# Lines that native libraries (TensorFlow's CUDA stubs, XLA) log through absl before
+# Python can configure anything, e.g.
+#   I0000 00:00:1795859843.205337    4839 cudart_stub.cc:31] Could not find cuda drivers ...
+NATIVE_LOG_LINE = re.compile(
+    r"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] "
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+
+_announced = None  # the last start-up line printed, so nested scripts print it once
+
+
+def configured_backend():
+    """The Keras backend a Keras import would pick, found without importing it.
+
+    Same rules as Keras: ``$KERAS_BACKEND``, else ``keras.json`` in ``$KERAS_HOME``
+    (default ``~/.keras``), else TensorFlow.
+    """
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    try:
+        return json.loads((Path(home) / "keras.json").read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
+def nvidia_driver_present():
+    """Whether this machine has an NVIDIA driver, whatever the backend can use."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def setup_backend_env():
+    """Prepare the process for the Keras backend; call before Keras is imported.
+
+    Only fills in what the user has not set:
+
+    - ``TF_CPP_MIN_LOG_LEVEL``: 3 on machines without an NVIDIA driver (TensorFlow
+      would report failing CUDA calls as errors there), else 2 so that GPU errors show;
+    - JAX keeps compiled XLA programs in ``~/.cache/cifar100-lab/jax``, so a second
+      run does not recompile (about 40 s on a GPU); ``JAX_COMPILATION_CACHE_DIR=""``
+      switches that off;
+    - on TensorFlow, its import (by whichever module comes first) runs with the
+      native libraries' start-up log lines dropped (see ``QuietTensorFlowImport``);
+    - on JAX and PyTorch, TensorFlow is kept out of the process: Keras would
+      otherwise import all of it (seconds, and its log lines) only to check
+      whether a saved model holds TensorFlow objects.
+
+    Does nothing once Keras is imported (too late then, and the process is the
+    caller's, e.g. a notebook's). Returns the backend's name.
+    """
+    backend = configured_backend()
+    if "keras" in sys.modules:
+        return backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if nvidia_driver_present() else "3")
+    if backend == "jax":
+        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                              str(cache_home / "cifar100-lab" / "jax"))
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    if "tensorflow" not in sys.modules and not any(
+            isinstance(f, (QuietTensorFlowImport, TensorFlowKeptOut)) for f in sys.meta_path):
+        hook = QuietTensorFlowImport() if backend == "tensorflow" else TensorFlowKeptOut(backend)
+        sys.meta_path.insert(0, hook)
+    return backend
+
+
+class TensorFlowKeptOut:
+    """Import hook: importing TensorFlow fails, as if it were not installed.
+
+    Keras then answers its "is TensorFlow available?" checks with no. (Putting
+    None in ``sys.modules`` would not do: Keras takes the mere key as "imported".)
+    """
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            return importlib.machinery.ModuleSpec(name, self)
+        return None
+
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"{spec.name} is not used with the {self.backend} backend",
+                                  name=spec.name)
+
+    def exec_module(self, module):
+        pass
+
+
+class QuietTensorFlowImport:
+    """Import hook: TensorFlow's own import runs inside ``native_log_lines_dropped``.
+
+    A hook rather than a wrapper around one ``import keras``: Keras may be imported
+    first from any module. It removes itself once TensorFlow is imported.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader, self)
+        return spec
+
+
+class _QuietLoader:
+    """Delegates to TensorFlow's loader, running the import with its log lines dropped."""
+
+    def __init__(self, loader, hook):
+        self.loader, self.hook = loader, hook
+
+    def __getattr__(self, name):  # everything else (resources, is_package, ...) as before
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        try:
+            with native_log_lines_dropped():
+                self.loader.exec_module(module)
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.meta_path.remove(self.hook)
+
+
+@contextlib.contextmanager
+def native_log_lines_dropped():
+    """Hold back what is written to stderr (fd 2) inside the block, then pass it on
+    without the native libraries' absl log lines.
+
+    Environment variables cannot silence those lines: they are printed while the
+    libraries load, before TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``.
+    """
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (some IDE consoles): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            if sys.stderr is not None:
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(True)
+                    if not NATIVE_LOG_LINE.match(line)]
+            if kept and sys.stderr is not None:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def import_backend():
+    """Import Keras and its backend without their start-up log lines; returns ``keras``."""
+    if "keras" not in sys.modules:
+        setup_backend_env()
+    import keras
+
+    from network import cli
+
+    cli.quiet_keras_warnings()
+    return keras
+
+
+def cpu_cores():
+    """CPU cores this process may use (fewer than the machine's under a CPU limit)."""
+    with contextlib.suppress(AttributeError, OSError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def accelerators(backend):
+    """The GPUs (or TPUs) the backend computes on, as ``(kind, name)`` pairs.
+
+    Keras lists devices but not their names, so each backend is asked itself.
+    """
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [("GPU", tf.config.experimental.get_device_details(d).get("device_name", "GPU"))
+                for d in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [(d.platform.upper(), d.device_kind) for d in jax.devices()
+                if d.platform != "cpu"]
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return [("GPU", torch.cuda.get_device_name(i))
+                    for i in range(torch.cuda.device_count())]
+        if torch.backends.mps.is_available():
+            return [("GPU", "Apple (MPS)")]
+    return []
+
+
+def format_description(backend, devices, cores, precision, training=False):
+    """The start-up line from its parts (see ``describe``)."""
+    name = BACKEND_NAMES.get(backend, backend)
+    if devices:
+        counts = Counter(devices)
+        kinds = dict.fromkeys(kind for kind, _ in devices)
+        hardware = ", ".join(
+            f"{kind}: " + ", ".join(f"{model} ({n})" for (k, model), n in counts.items()
+                                    if k == kind)
+            for kind in kinds)
+    else:
+        plural = "s" if cores != 1 else ""
+        hardware = f"CPU ({cores} core{plural}{'; no GPU found' if training else ''})"
+    return f"Running on {name}, {hardware}, {precision}"
+
+
+def describe(precision=None, training=False):
+    """One line: backend, device(s) and precision, e.g.
+    ``Running on TensorFlow, CPU (2 cores), float32``.
+
+    ``precision`` defaults to Keras's global dtype policy. With ``training=True``
+    a CPU-only line says plainly that no GPU was found.
+    """
+    keras = import_backend()
+    backend = keras.backend.backend()
+    precision = precision or keras.mixed_precision.global_policy().name
+    return format_description(backend, accelerators(backend), cpu_cores(), precision,
+                              training)
+
+
+def no_gpu_hint(backend=None, devices=None):
+    """What to do about training without a GPU, in one sentence; None with a GPU.
+
+    Tells apart a machine whose GPU the backend cannot use (a CPU-only build is
+    installed) from one without an NVIDIA GPU.
+    """
+    if backend is None:
+        backend = import_backend().backend.backend()
+    if devices is None:
+        devices = accelerators(backend)
+    if devices:
+        return None
+    name = BACKEND_NAMES.get(backend, backend)
+    install = GPU_INSTALL.get(backend)
+    where = 'see "Training on a GPU" in README.md'
+    if nvidia_driver_present() and install:
+        return (f"This machine has an NVIDIA GPU, but {name} cannot use it: install its "
+                f"CUDA build ({install}); {where}.")
+    return ("No GPU found: training runs on the CPU, fine for quick --subset runs but "
+            f"hours for the full recipe; on a machine with an NVIDIA GPU, {where}.")
+
+
+def announce(precision=None, training=False):
+    """Print the start-up line (once per process unless it changes); return it."""
+    global _announced
+    line = describe(precision, training)
+    if line != _announced:
+        print(line, flush=True)
+        _announced = line
+    return line
+
+
+def start(precision=None, training=False):
+    """Import Keras quietly and print what the script runs on; returns ``keras``."""
+    keras = import_backend()
+    announce(precision, training)
+    return keras
