@@ -219,19 +219,20 @@ def readable_images(paths):
 def read_predictions(csv):
     """The last test_model run as {file: {"chart": path, "top": [(class, p), ...]}}, or None.
 
-    The chart's name comes from the ``chart`` column, or else from test_model's
-    naming rule applied in file order.
+    The chart's name comes from the ``chart`` column, or else (a table written
+    before it had one) is ``<image name>_top5.png``; a missing chart makes the
+    recognition run again.
     """
     import pandas as pd
 
-    from network.test_model import output_name
+    from network.test_model import CHART_SUFFIX
 
     try:
         table = pd.read_csv(csv)
-        used, results = set(), {}
+        results = {}
         for file, rows in table.groupby("file", sort=False):
             rows = rows.sort_values("rank")
-            chart = rows["chart"].iloc[0] if "chart" in rows else output_name(Path(file), used)
+            chart = rows["chart"].iloc[0] if "chart" in rows else Path(file).stem + CHART_SUFFIX
             results[file] = {"chart": csv.parent / str(chart),
                              "top": list(zip(rows["class"].astype(str),
                                              rows["probability"].astype(float)))}

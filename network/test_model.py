@@ -1,14 +1,19 @@
 """Recognise your own photos with a trained model.
 
-Every image file given, or found in the given folders (default ``img/``), is
-resized to 32x32 RGB and classified. For each image the top-5 classes are
-printed and ``<image name>_top5.png`` (the image beside a bar chart) is saved
-in ``reports/predictions/``, with all results in ``predictions.csv``
-(file, rank, class, probability). Only the model folder is needed: class
-names are read from ``class_names.json`` beside the model.
+Every image file given, or found in the given folders and their sub-folders
+(default ``img/``), is resized to 32x32 RGB and classified. Each image's five
+most likely classes are printed on one line, and ``reports/predictions/``
+gets, for this run only (charts of earlier runs are removed):
 
-Unreadable files get one line each saying why; the others are still
-classified, and the exit status is 1 when any input failed.
+- ``<image name>_top5.png``: the image beside a bar chart of its top 5;
+  inputs that share a name (``a/rose.jpg`` and ``b/rose.jpg``, or
+  ``rose.jpg`` and ``rose.png``) get ``rose_1_top5.png``, ``rose_2_top5.png``;
+- ``predictions.csv``: file, rank, class, probability and chart, 5 rows per image.
+
+Only the model folder is needed: class names are read from
+``class_names.json`` beside the model. Unreadable files get one line each
+saying why; the others are still classified, and the exit status is 1 when
+any input failed.
 
 Usage:
 
@@ -17,17 +22,20 @@ Usage:
 """
 
 import argparse
+import os
 import re
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: python network/test_model.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from network import PROJECT_ROOT, cli
+from network import PROJECT_ROOT, cli, runtime
 from network.cli import LabError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
@@ -35,6 +43,22 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 MAX_PIXELS = 80_000_000       # refuse larger images: decoding them could exhaust memory
 NUM_CLASSES = 100
 TOP_K = 5
+CHART_SUFFIX = "_top5.png"
+COLUMNS = ["file", "rank", "class", "probability", "chart"]
+
+# Why an image cannot be used, by the exception reading it raised: the first row that
+# matches explains it (so subclasses, e.g. FileNotFoundError, come before OSError).
+READ_FAILURES = (
+    (LabError, "{err}"),  # our own checks: empty file, pixel limit
+    (UnidentifiedImageError, "not an image file (or a format Pillow cannot read)"),
+    (Image.DecompressionBombError, "image is too large ({pixels}limit {limit:,}): "
+                                   "shrink it first"),  # Pillow's own limit, on opening
+    (FileNotFoundError, "no such file"),
+    ((IsADirectoryError, PermissionError), "{strerror}"),
+    ((OSError, SyntaxError, ValueError, EOFError), "truncated or damaged image ({err})"),
+    (MemoryError, "not enough memory to decode this image: shrink it first"),
+    (Exception, "cannot decode this image ({kind}: {err})"),  # a decoder's surprise
+)
 
 
 def parse_args(argv=None):
@@ -49,18 +73,18 @@ def parse_args(argv=None):
     return args
 
 
-def collect_images(paths):
-    """Expand folders to the image files inside; return (files, problems).
+def collect_images(paths, exclude=()):
+    """Expand folders (sub-folders too) to the image files inside; return (files, problems).
 
-    In folders, other files (README.txt, ...) and hidden ones (macOS's
-    ``._photo.jpg``) are skipped silently; files named explicitly are all tried.
+    In folders, other files (README.txt, ...), hidden files and folders (macOS's
+    ``._photo.jpg``, ``.git/``) and the folders in ``exclude`` (the charts'
+    own folder) are skipped silently; files named explicitly are all tried.
     """
+    skip = {Path(p).resolve() for p in exclude}
     files, problems = [], []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                           and not p.name.startswith("."))
+            found = images_in_folder(path, skip)
             if not found:
                 problems.append(f"{path}: no image files in this folder")
             files.extend(found)
@@ -71,51 +95,57 @@ def collect_images(paths):
     return files, problems
 
 
+def images_in_folder(folder, skip=frozenset()):
+    """The image files in ``folder`` and its sub-folders, sorted by path."""
+    found = []
+    for root, dirs, names in os.walk(folder):  # does not follow links to folders: no loops
+        root = Path(root)
+        dirs[:] = [d for d in dirs
+                   if not d.startswith(".") and (root / d).resolve() not in skip]
+        found += [root / name for name in names
+                  if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(found)
+
+
 def read_image(path, max_pixels=MAX_PIXELS):
     """Decode any common image format to an RGB uint8 array (first frame).
 
     Memory stays bounded: JPEGs are decoded at reduced resolution, and the
     size (after that reduction) is checked from the header before decoding.
-    Raises ``LabError`` with the reason when the file cannot be used.
+    Raises ``LabError`` with the reason (``READ_FAILURES``) when the file cannot be used.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     try:
-        if Path(path).stat().st_size == 0:
-            raise LabError("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            # Our own limit below replaces Pillow's warning, which would add a
-            # second line without the file's name.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.seek(0)                    # animated images: the first frame
-                img.draft("RGB", (256, 256))   # JPEG: decode at 1/2..1/8 scale
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise LabError(f"image is too large ({width}x{height} pixels, limit "
-                                   f"{max_pixels:,}): shrink it first")
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
-    except LabError:
-        raise
-    except UnidentifiedImageError:
-        raise LabError("not an image file (or a format Pillow cannot read)") from None
-    except Image.DecompressionBombError as err:  # Pillow's own limit, checked on opening
-        size = re.search(r"\((\d+) pixels\)", str(err))
-        pixels = f"{int(size.group(1)):,} pixels, " if size else ""
-        raise LabError(f"image is too large ({pixels}limit {max_pixels:,}): "
-                       "shrink it first") from None
-    except FileNotFoundError:
-        raise LabError("no such file") from None
-    except (IsADirectoryError, PermissionError) as err:
-        raise LabError(err.strerror.lower()) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise LabError(f"truncated or damaged image ({err})") from None
-    except MemoryError:
-        raise LabError("not enough memory to decode this image: shrink it first") from None
-    except Exception as err:  # a decoder's unforeseen complaint: still one line, no crash
-        raise LabError(f"cannot decode this image ({type(err).__name__}: {err})") from None
+        return _decode(path, max_pixels)
+    except Exception as err:
+        raise LabError(why_unreadable(err, max_pixels)) from None
+
+
+def why_unreadable(err, max_pixels=MAX_PIXELS):
+    """The one-line reason ``READ_FAILURES`` gives for ``err``."""
+    size = re.search(r"\((\d+) pixels\)", str(err))
+    fields = {"err": err, "kind": type(err).__name__, "limit": max_pixels,
+              "strerror": str(getattr(err, "strerror", None) or err).lower(),
+              "pixels": f"{int(size.group(1)):,} pixels, " if size else ""}
+    template = next(text for kinds, text in READ_FAILURES if isinstance(err, kinds))
+    return template.format(**fields)
+
+
+def _decode(path, max_pixels):
+    if Path(path).stat().st_size == 0:
+        raise LabError("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        # Our own limit below replaces Pillow's warning, which would add a
+        # second line without the file's name.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            img.seek(0)                    # animated images: the first frame
+            img.draft("RGB", (256, 256))   # JPEG: decode at 1/2..1/8 scale
+            width, height = img.size
+            if width * height > max_pixels:
+                raise LabError(f"image is too large ({width}x{height} pixels, limit "
+                               f"{max_pixels:,}): shrink it first")
+            img.load()
+            return _to_rgb(ImageOps.exif_transpose(img))
 
 
 def _to_rgb(img):
@@ -125,8 +155,6 @@ def _to_rgb(img):
     scaled from 0..65535 to 0..255, so a dark image stays dark; float images
     (mode ``F``) are taken as 0..1, or 0..255 when their values exceed 1.
     """
-    import PIL.Image
-
     if img.mode.startswith("I;16") or img.mode == "I":
         wide = np.clip(np.asarray(img), 0, 65535).astype(np.uint32)
         gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)
@@ -138,8 +166,8 @@ def _to_rgb(img):
         return np.repeat(gray[:, :, None], 3, axis=2)
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
-        background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = PIL.Image.alpha_composite(background, rgba)
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
@@ -163,63 +191,102 @@ def thumbnail(image, longest=512):
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def output_name(path, used):
-    """``<image name>_top5.png``, made unique when two inputs share a name."""
-    name = f"{path.stem}_top5.png"
-    if name in used:
-        name = f"{path.stem}_{path.suffix.lstrip('.')}_{len(used)}_top5.png"
-    used.add(name)
-    return name
+def chart_names(files):
+    """The chart file name of each input, in order: ``<stem>_top5.png``.
+
+    Inputs that share a stem are numbered in input order (``rose_1_top5.png``,
+    ``rose_2_top5.png``), so no chart overwrites another. Names are compared
+    ignoring case, as the file systems of Windows and macOS do.
+    """
+    stems = Counter(path.stem.lower() for path in files)
+    # The plain names of unique stems are taken; numbered names step around them.
+    taken = {f"{path.stem}{CHART_SUFFIX}".lower() for path in files
+             if stems[path.stem.lower()] == 1}
+    numbers, names = Counter(), []
+    for path in files:
+        stem = path.stem
+        if stems[stem.lower()] == 1:
+            names.append(f"{stem}{CHART_SUFFIX}")
+            continue
+        name = None
+        while name is None or name.lower() in taken:
+            numbers[stem.lower()] += 1
+            name = f"{stem}_{numbers[stem.lower()]}{CHART_SUFFIX}"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def remove_old_charts(folder, keep):
+    """Delete the charts of earlier runs, so the folder shows this run's images only."""
+    keep = {name.lower() for name in keep}
+    for chart in folder.glob(f"*{CHART_SUFFIX}"):
+        if chart.name.lower() not in keep:
+            chart.unlink(missing_ok=True)
+
+
+def read_inputs(files, problems):
+    """(readable files, chart previews, 32x32 inputs); unreadable files join ``problems``.
+
+    Only a preview and the network's input of each image are kept, so memory stays small.
+    """
+    readable, previews, inputs = [], [], []
+    for path in files:
+        try:
+            image = read_image(path)
+        except LabError as err:
+            problems.append(f"{path}: {err}")
+            print(f"skipped {path}: {err}", file=sys.stderr)
+            continue
+        readable.append(path)
+        previews.append(thumbnail(image))
+        inputs.append(resize_for_model(image))
+    return readable, previews, inputs
 
 
 def main(argv=None):
+    runtime.setup_backend_env()
     args = parse_args(argv)
-    show = cli.setup_matplotlib(args.show)
-    files, problems = collect_images(args.paths)
+    # Paths first, before the slow Keras import: a typo is answered at once.
+    cli.require_model_file(args.model_path)
+    files, problems = collect_images(args.paths, exclude=[args.output_dir])
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)
     if not files:
         raise LabError("no images to classify")
+    show = cli.setup_matplotlib(args.show)
+    runtime.start()
 
     import pandas as pd
 
     from network.model_utils import load_class_names, load_model
     from network.reporting import plot_top5
 
-    cli.quiet_keras_warnings()
-    # The model first: a missing or wrong model is the more useful message.
     model = load_model(args.model_path, num_class=NUM_CLASSES)
     names = load_class_names(args.model_path, num_class=NUM_CLASSES)["fine_label_names"]
-
-    # Keep only a preview and the 32x32 input of each image, so memory stays small.
-    previews, inputs, readable = [], [], []
-    for path in files:
-        try:
-            image = read_image(path)
-            previews.append(thumbnail(image))
-            inputs.append(resize_for_model(image))
-            readable.append(path)
-        except LabError as err:
-            problems.append(f"{path}: {err}")
-            print(f"skipped {path}: {err}", file=sys.stderr)
-    rows, used = [], set()
+    readable, previews, inputs = read_inputs(files, problems)
     if not readable:
         raise LabError(f"none of the {len(files)} image(s) could be read")
     batch = np.stack(inputs).astype(np.float32) / 255
     probs = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
-    for path, image, p in zip(readable, previews, probs):
+
+    charts, labels = chart_names(readable), [cli.display_path(p) for p in readable]
+    width = max(len(label) for label in labels) + 1
+    print(f"Top {TOP_K} classes of {len(readable)} image(s):")
+    rows = []
+    for path, label, chart, image, p in zip(readable, labels, charts, previews, probs):
         top = np.argsort(p)[::-1][:TOP_K]
-        print(f"\n{path.name}:")
-        for rank, k in enumerate(top, 1):
-            print(f"  {rank}. {names[k]:<16} {p[k]:7.2%}")
-            rows.append({"file": str(path), "rank": rank, "class": names[k],
-                         "probability": round(float(p[k]), 6)})
-        plot_top5(image, [names[k] for k in top], p[top],
-                  args.output_dir / output_name(path, used), title=path.name, show=show)
-    table = pd.DataFrame(rows, columns=["file", "rank", "class", "probability"])
-    table.to_csv(args.output_dir / "predictions.csv", index=False)
-    print(f"\nClassified {len(readable)} image(s); charts and predictions.csv in "
-          f"{args.output_dir}")
+        print(f"  {label + ':':<{width}}  " + ", ".join(f"{names[k]} {p[k]:.1%}" for k in top))
+        rows += [{"file": str(path), "rank": rank, "class": names[k],
+                  "probability": round(float(p[k]), 6), "chart": chart}
+                 for rank, k in enumerate(top, 1)]
+        plot_top5(image, [names[k] for k in top], p[top], args.output_dir / chart,
+                  title=label, show=show)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    cli.write_text_atomic(args.output_dir / "predictions.csv", table.to_csv(index=False))
+    remove_old_charts(args.output_dir, charts)
+    print(f"Classified {len(readable)} image(s); charts and predictions.csv in "
+          f"{cli.display_path(args.output_dir)}")
     if problems:  # missing paths, empty folders and unreadable images
         print(f"{len(problems)} input(s) could not be classified", file=sys.stderr)
         return 1

@@ -1,10 +1,12 @@
-"""Recognising one's own images: every format and every kind of bad file.
+"""Recognising one's own images: every format, every kind of bad file, the outputs.
 
 Two command-line runs (a folder of good and bad files, and the default img/
-folder); the rest calls read_image and friends directly.
+folder) with a tiny untrained model; the rest calls main, read_image and
+friends directly.
 """
 
 import json
+import re
 import struct
 import zlib
 
@@ -14,10 +16,13 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, run_cli
+from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
+from network import test_model
 from network.cli import LabError
 from network.test_model import (
+    READ_FAILURES,
+    chart_names,
     collect_images,
-    output_name,
     read_image,
     resize_for_model,
 )
@@ -105,30 +110,58 @@ def mixed_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mixed_run(mixed_folder, trained, tmp_path_factory):
+def tiny_model(tmp_path_factory):
+    """An untrained 32x32x3 -> 100 classifier with its class names: enough to recognise."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("model")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(100, activation="softmax")])
+    model.save(folder / "best_model.h5")
+    (folder / "class_names.json").write_text(json.dumps({
+        "fine_label_names": FINE_NAMES, "coarse_label_names": COARSE_NAMES,
+        "fine_to_coarse": FINE_TO_COARSE.tolist()}))
+    return folder / "best_model.h5"
+
+
+@pytest.fixture(scope="module")
+def mixed_run(mixed_folder, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("mixed_out")
     result = run_cli("test_model", mixed_folder, mixed_folder / "missing.jpg",
-                     "--model-path", trained["model_path"], "--output-dir", out)
+                     "--model-path", tiny_model, "--output-dir", out)
     return result, out / "predictions"
 
 
-def class_names(trained):
-    path = trained["model_path"].with_name("class_names.json")
-    return json.loads(path.read_text())["fine_label_names"]
-
-
-def check_predictions(csv_path, expected_files, names):
-    """predictions.csv: 5 ranked rows per image, probabilities descending, real names."""
-    table = pd.read_csv(csv_path)
-    assert list(table.columns) == ["file", "rank", "class", "probability"]
-    table["name"] = table["file"].map(lambda f: f.replace("\\", "/").rsplit("/", 1)[-1])
-    assert sorted(table["name"].unique()) == sorted(expected_files)
-    for name, rows in table.groupby("name"):
+def check_predictions(folder, expected_files):
+    """predictions.csv: 5 ranked rows per image, probabilities descending, real names,
+    and each image's chart beside it; no other chart in the folder."""
+    table = pd.read_csv(folder / "predictions.csv")
+    assert list(table.columns) == ["file", "rank", "class", "probability", "chart"]
+    names = [f.replace("\\", "/").rsplit("/", 1)[-1] for f in table["file"].unique()]
+    assert sorted(names) == sorted(expected_files)
+    for name, rows in table.groupby("file"):
         assert list(rows["rank"]) == [1, 2, 3, 4, 5], name
         probs = rows["probability"].to_numpy()
         assert np.all(np.diff(probs) <= 0), name
         assert np.all(probs >= 0) and probs.sum() <= 1 + 1e-5, name
-        assert set(rows["class"]) <= set(names) and rows["class"].nunique() == 5, name
+        assert set(rows["class"]) <= set(FINE_NAMES) and rows["class"].nunique() == 5, name
+        assert rows["chart"].nunique() == 1, name
+    charts = table.groupby("file", sort=False)["chart"].first()
+    assert charts.is_unique
+    assert sorted(p.name for p in folder.glob("*_top5.png")) == sorted(charts)
+    for chart in charts:
+        assert (folder / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", chart
+    return table
+
+
+def top5_line(stdout, name):
+    """The one line that gives ``name``'s five classes with their probabilities."""
+    entry = r"fine_\d\d \d+\.\d%"
+    lines = re.findall(rf"^  \S*{re.escape(name)}: +(?:{entry}, ){{4}}{entry}$", stdout,
+                       re.MULTILINE)
+    assert len(lines) == 1, (name, stdout)
+    return lines[0]
 
 
 def test_mixed_folder_exit_status_and_no_traceback(mixed_run):
@@ -139,14 +172,14 @@ def test_mixed_folder_exit_status_and_no_traceback(mixed_run):
     assert f"{len(UNREADABLE)} input(s) could not be classified" in result.stderr
 
 
-def test_mixed_folder_classifies_every_readable_image(mixed_run, trained):
+def test_mixed_folder_classifies_every_readable_image(mixed_run):
     result, out = mixed_run
     for name in READABLE:
-        chart = out / f"{name.rsplit('.', 1)[0]}_top5.png"
-        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert f"\n{name}:\n  1. " in result.stdout, name
-    check_predictions(out / "predictions.csv", READABLE, class_names(trained))
+        assert (out / f"{name.rsplit('.', 1)[0]}_top5.png").is_file(), name
+        top5_line(result.stdout, name)
+    check_predictions(out, READABLE)
     assert f"Classified {len(READABLE)} image(s)" in result.stdout
+    assert re.match(r"Running on (TensorFlow|JAX|PyTorch), ", result.stdout), result.stdout
 
 
 def test_mixed_folder_one_line_per_unreadable_input(mixed_run):
@@ -162,18 +195,72 @@ def test_mixed_folder_one_line_per_unreadable_input(mixed_run):
         assert name not in result.stderr and name not in result.stdout
 
 
-def test_default_run_classifies_the_sample_photos(trained, tmp_path):
+def test_default_run_classifies_the_sample_photos(tiny_model, tmp_path):
     photos = sorted(p.name for p in (ROOT / "img").iterdir()
                     if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     assert len(photos) == 7
-    result = run_cli("test_model", "--model-path", trained["model_path"],
-                     "--output-dir", tmp_path)
+    result = run_cli("test_model", "--model-path", tiny_model, "--output-dir", tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipped" not in result.stderr
     out = tmp_path / "predictions"
     for photo in photos:
         assert (out / f"{photo.rsplit('.', 1)[0]}_top5.png").is_file(), photo
-    check_predictions(out / "predictions.csv", photos, class_names(trained))
+        top5_line(result.stdout, f"img/{photo}")  # named as from the working folder
+    check_predictions(out, photos)
+
+
+# --- Each run's outputs ----------------------------------------------------------------
+
+def recognise(paths, model, out, capsys):
+    """test_model.main in this process; returns (exit code, stdout, predictions folder)."""
+    code = test_model.main([*map(str, paths), "--model-path", str(model),
+                            "--output-dir", str(out), "--no-show"])
+    return code, capsys.readouterr().out, out / "predictions"
+
+
+def test_each_run_leaves_only_its_own_charts(tiny_model, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, names in ((first, ["cat.png", "dog.jpg", "rose.png"]), (second, ["bus.png"])):
+        folder.mkdir()
+        for name in names:
+            gradient().save(folder / name)
+    code, _, out = recognise([first], tiny_model, tmp_path / "out", capsys)
+    assert code == 0
+    check_predictions(out, ["cat.png", "dog.jpg", "rose.png"])
+    (out / "notes.txt").write_text("mine")  # not a chart: left alone
+    code, _, out = recognise([second], tiny_model, tmp_path / "out", capsys)
+    assert code == 0
+    check_predictions(out, ["bus.png"])
+    assert sorted(p.name for p in out.iterdir()) == ["bus_top5.png", "notes.txt",
+                                                     "predictions.csv"]
+
+
+def test_inputs_sharing_a_name_get_their_own_charts(tiny_model, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    for name in ("a/flower.jpg", "b/flower.jpg", "flower.png", "b/deeper/tree.png"):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        gradient().save(photos / name)
+    (photos / ".cache").mkdir()
+    gradient().save(photos / ".cache" / "hidden.png")  # hidden folders are skipped
+    code, stdout, out = recognise([photos], tiny_model, tmp_path / "out", capsys)
+    assert code == 0
+    table = check_predictions(out, ["flower.jpg", "flower.jpg", "flower.png", "tree.png"])
+    charts = dict(zip(table["file"], table["chart"]))
+    assert charts == {str(photos / "a" / "flower.jpg"): "flower_1_top5.png",
+                      str(photos / "b" / "deeper" / "tree.png"): "tree_top5.png",
+                      str(photos / "b" / "flower.jpg"): "flower_2_top5.png",
+                      str(photos / "flower.png"): "flower_3_top5.png"}
+    for folder in ("a/", "b/"):  # the lines tell the two flower.jpg apart
+        top5_line(stdout, f"{folder}flower.jpg")
+
+
+def test_charts_folder_inside_the_input_folder_is_not_classified(tiny_model, tmp_path,
+                                                                 capsys):
+    gradient().save(tmp_path / "cat.png")
+    for _ in range(2):  # the second run finds the first one's chart beside the photos
+        code, _, out = recognise([tmp_path], tiny_model, tmp_path / "reports", capsys)
+        assert code == 0
+        check_predictions(out, ["cat.png"])
 
 
 # --- read_image and friends, directly ------------------------------------------------
@@ -286,18 +373,32 @@ def test_unreadable_files_raise_lab_error(tmp_path, make, reason):
 
 
 def test_collect_images(tmp_path):
-    for name in ("b.png", "a.JPG", "notes.txt", "._a.jpg", ".hidden.png"):
+    for name in ("b.png", "a.JPG", "notes.txt", "._a.jpg", ".hidden.png", "sub/c.png",
+                 "sub/deeper/d.gif", ".git/e.png", "out/f_top5.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).touch()
-    (tmp_path / "sub").mkdir()
     (tmp_path / "none").mkdir()
     files, problems = collect_images([tmp_path, tmp_path / "none", tmp_path / "gone.png",
-                                      tmp_path / "notes.txt"])
-    assert [f.name for f in files] == ["a.JPG", "b.png", "notes.txt"]
+                                      tmp_path / "notes.txt"], exclude=[tmp_path / "out"])
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        "a.JPG", "b.png", "sub/c.png", "sub/deeper/d.gif", "notes.txt"]
     assert problems == [f"{tmp_path / 'none'}: no image files in this folder",
                         f"{tmp_path / 'gone.png'}: no such file or folder"]
 
 
-def test_output_names_stay_unique(tmp_path):
-    used = set()
-    names = [output_name(tmp_path / n, used) for n in ("cat.jpg", "cat.png", "a/cat.jpg")]
-    assert names[0] == "cat_top5.png" and len(set(names)) == 3
+def test_chart_names_are_unique_and_follow_one_rule(tmp_path):
+    files = [tmp_path / n for n in ("cat.jpg", "dog.png", "a/cat.jpg", "Cat.png", "cat_2.gif")]
+    # Every "cat" is numbered, around the plain name cat_2.gif already has.
+    assert chart_names(files) == ["cat_1_top5.png", "dog_top5.png", "cat_3_top5.png",
+                                  "Cat_4_top5.png", "cat_2_top5.png"]
+    assert chart_names(files[:2]) == ["cat_top5.png", "dog_top5.png"]
+    assert chart_names(files) == chart_names(list(files))  # the same inputs, the same names
+
+
+def test_every_read_failure_has_a_reason():
+    # The decision table ends with a row for any exception: nothing escapes as a traceback.
+    assert READ_FAILURES[-1][0] is Exception
+    kinds = [kind for kinds, _ in READ_FAILURES
+             for kind in (kinds if isinstance(kinds, tuple) else (kinds,))]
+    for i, kind in enumerate(kinds):  # no row is hidden by an earlier, broader one
+        assert not any(issubclass(kind, earlier) for earlier in kinds[:i]), kind
