@@ -1,11 +1,12 @@
 """Evaluate a trained model on the 10,000 CIFAR-100 test images.
 
-Prints and saves, in the output folder (default ``reports/``):
+Prints the headline figures (accuracy, loss, top-5 and superclass accuracy)
+and saves, in the output folder (default ``reports/``):
 - ``metrics.json``: test accuracy, loss, top-5 accuracy and superclass
   accuracy (a prediction counts when its class lies in the true superclass);
   with ``--tta`` also the same for test-time flip averaging, reported apart;
 - ``classification_report.txt`` / ``.csv``: precision, recall and F1 per class
-  with the real class names;
+  with the real class names (``--print-report`` also prints it);
 - ``confusion_matrix.png``: the confusion matrix, one block per superclass;
 - ``test_predictions.csv``: each test image's true and predicted class;
 - ``test_samples.png``: 16 distinct random test images titled with their true
@@ -26,7 +27,7 @@ if __package__ in (None, ""):  # run as a file: python network/evaluate_model.py
 
 import numpy as np
 
-from network import cli
+from network import cli, runtime
 from network.cli import LabError
 from network.data_utils import load_cifar100, scale_images
 
@@ -43,6 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true",
                         help="also report test-time augmentation (average with the "
                              "horizontally flipped image)")
+    parser.add_argument("--print-report", action="store_true",
+                        help="also print the per-class report (100 rows; it is always "
+                             "saved in classification_report.txt)")
     cli.add_common_arguments(parser)
     args = parser.parse_args(argv)
     cli.ensure_writable_dir(parser, args.output_dir, "output folder")
@@ -69,9 +73,36 @@ def pick_samples(count, seed, k=NUM_SAMPLES):
     return np.random.default_rng(seed).choice(count, size=min(k, count), replace=False)
 
 
+# What each output file holds, for the closing summary.
+OUTPUTS = (
+    ("metrics.json", "accuracy, loss, top-5 and superclass accuracy"),
+    ("classification_report.txt/.csv", "precision, recall and F1 per class (--print-report)"),
+    ("test_predictions.csv", "each test image's true and predicted class"),
+    ("confusion_matrix.png", "the confusion matrix, one block per superclass"),
+    ("test_samples.png", f"{NUM_SAMPLES} random test images, true and predicted class"),
+)
+
+
+def print_summary(metrics, out):
+    """The headline figures and where the files are."""
+    print(f"Accuracy: {metrics['accuracy']:.2%}  Loss: {metrics['loss']:.4f}  "
+          f"Top-5 accuracy: {metrics['top5_accuracy']:.2%}  "
+          f"Superclass accuracy: {metrics['superclass_accuracy']:.2%}")
+    if "tta" in metrics:
+        tta = metrics["tta"]
+        print(f"With flip TTA: accuracy {tta['accuracy']:.2%}, top-5 {tta['top5_accuracy']:.2%}")
+    print(f"Saved in {cli.display_path(out)}:")
+    width = max(len(name) for name, _ in OUTPUTS)
+    for name, what in OUTPUTS:
+        print(f"  {name:<{width}}  {what}")
+
+
 def main(argv=None):
+    runtime.setup_backend_env()
     args = parse_args(argv)
+    cli.require_model_file(args.model_path)  # before the slow Keras import
     show = cli.setup_matplotlib(args.show)
+    runtime.start()
 
     import pandas as pd
     from sklearn.metrics import confusion_matrix
@@ -84,7 +115,6 @@ def main(argv=None):
         predict,
     )
 
-    cli.quiet_keras_warnings()
     model = load_model(args.model_path)
     data = load_cifar100(args.data_dir, allow_md5_mismatch=args.allow_md5_mismatch)
     count = len(data.x_test) if args.subset is None else args.subset
@@ -93,7 +123,7 @@ def main(argv=None):
     images, labels = data.x_test[:count], data.y_test[:count]
     coarse, names = data.coarse_test[:count], data.fine_names
 
-    print(f"Evaluating {args.model_path} on {count} test images")
+    print(f"Evaluating {cli.display_path(args.model_path)} on {count} test images")
     x = scale_images(images)
     probs = predict(model, x, args.batch_size)
     metrics = evaluate_probabilities(probs, labels, coarse, data.fine_to_coarse)
@@ -107,11 +137,12 @@ def main(argv=None):
 
     predicted = probs.argmax(axis=1)
     report_text, report_table = classification_tables(labels, predicted, names)
-    (out / "classification_report.txt").write_text(report_text)
-    report_table.to_csv(out / "classification_report.csv", index_label="class")
+    cli.write_text_atomic(out / "classification_report.txt", report_text)
+    cli.write_text_atomic(out / "classification_report.csv",
+                          report_table.to_csv(index_label="class"))
     # Each image's true and predicted class, so the lab report needs no second pass.
-    pd.DataFrame({"image": np.arange(count), "true": labels, "predicted": predicted}).to_csv(
-        out / "test_predictions.csv", index=False)
+    table = pd.DataFrame({"image": np.arange(count), "true": labels, "predicted": predicted})
+    cli.write_text_atomic(out / "test_predictions.csv", table.to_csv(index=False))
     cm = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
     plot_confusion_matrix(cm, names, data.coarse_names, data.fine_to_coarse,
                           out / "confusion_matrix.png", show=show)
@@ -120,15 +151,9 @@ def main(argv=None):
     plot_test_samples(images[chosen], [names[i] for i in labels[chosen]],
                       [names[i] for i in predicted[chosen]], out / "test_samples.png", show=show)
 
-    print(report_text)
-    print(f"Accuracy: {metrics['accuracy']:.2%}  Loss: {metrics['loss']:.4f}  "
-          f"Top-5 accuracy: {metrics['top5_accuracy']:.2%}  "
-          f"Superclass accuracy: {metrics['superclass_accuracy']:.2%}")
-    if args.tta:
-        tta = metrics["tta"]
-        print(f"With flip TTA: accuracy {tta['accuracy']:.2%}, top-5 {tta['top5_accuracy']:.2%}")
-    print(f"Saved metrics.json, classification_report.txt/.csv, confusion_matrix.png and "
-          f"test_samples.png in {out}")
+    if args.print_report:
+        print(report_text)
+    print_summary(metrics, out)
     return 0
 
 

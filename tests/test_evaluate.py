@@ -136,3 +136,35 @@ def test_evaluate_subset_zero_is_an_argparse_error(tmp_path, capsys):
     code, _, err = run_main(main, ["--subset", 0, "--output-dir", tmp_path], capsys)
     assert code == 2
     assert "usage:" in err and "--subset" in err
+
+
+def test_terminal_shows_headline_figures_and_files_not_the_report(tiny_model, fake_data,
+                                                                    tmp_path, capsys):
+    from network.evaluate_model import OUTPUTS, main
+
+    options = ["--model-path", tiny_model, "--data-dir", fake_data, "--allow-md5-mismatch",
+               "--output-dir", tmp_path, "--subset", 50, "--no-show"]
+    code, out, err = run_main(main, options, capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert f"Accuracy: {metrics['accuracy']:.2%}" in out
+    assert "fine_42" not in out and "macro avg" not in out   # 100 rows go to the files
+    assert "fine_42" in (tmp_path / "classification_report.txt").read_text()
+    for name, _ in OUTPUTS:
+        assert f"\n  {name}  " in out, name
+    assert len(out.splitlines()) <= 12, out
+
+    code, out, err = run_main(main, [*options, "--print-report"], capsys)
+    assert code == 0, err
+    assert "fine_42" in out and "macro avg" in out
+
+
+def test_a_mistyped_model_path_is_named(tmp_path, capsys):
+    from network.evaluate_model import main
+
+    code, _, err = run_main(main, ["--model-path", tmp_path / "best_modle.h5",
+                                   "--output-dir", tmp_path], capsys)
+    assert code == 1
+    assert err == (f"evaluate_model: error: the model file {tmp_path / 'best_modle.h5'} does "
+                   "not exist: check the path given with --model-path\n")
+    assert not (tmp_path / "metrics.json").exists()
