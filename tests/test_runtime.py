@@ -1,0 +1,240 @@
+"""The scripts' start: quick answers without Keras, no log noise, one line on the hardware.
+
+Subprocess tests run each script as a user would and look at which backends
+the process imported (``LOADED`` below) and at its stderr.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from network import runtime
+
+SCRIPTS = ["train_model", "evaluate_model", "test_model", "make_report"]
+BACKENDS = ["tensorflow", "jax", "torch"]
+BACKEND_MODULES = ("tensorflow", "jax", "torch", "keras")
+# What TensorFlow, XLA and absl print when nobody silences them.
+NOISE = re.compile(r"^[IWEF]\d{4} |All log messages before absl|oneDNN|cuInit|cuda_",
+                   re.MULTILINE)
+
+# Runs ``python -m network.<script> args`` and reports the backends it imported.
+PROBE = """
+import atexit, runpy, sys
+atexit.register(lambda: print("LOADED:", sorted(m for m in {modules!r} if sys.modules.get(m)),
+                              file=sys.stderr))
+sys.argv = ["{script}", *sys.argv[1:]]
+runpy.run_module("network.{script}", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_probe(script, *args, env=None):
+    """(CompletedProcess, the backend modules the script imported)."""
+    child_env = {**os.environ, "MPLBACKEND": "Agg", **(env or {})}
+    for name in ("CIFAR100_DIR", "DISPLAY", "TF_CPP_MIN_LOG_LEVEL"):
+        child_env.pop(name, None)
+    code = PROBE.format(modules=BACKEND_MODULES, script=script)
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT,
+                            env=child_env, capture_output=True, text=True, timeout=600)
+    loaded = re.findall(r"^LOADED: \[(.*)\]$", result.stderr, re.MULTILINE)
+    assert loaded, result.stderr[-3000:]
+    return result, set(re.findall(r"'(\w+)'", loaded[-1]))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained 32x32x3 -> 100 classifier with its class names (no training)."""
+    import keras
+
+    from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
+
+    folder = tmp_path_factory.mktemp("tiny")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(100, activation="softmax")])
+    model.save(folder / "model.h5")
+    (folder / "class_names.json").write_text(json.dumps({
+        "fine_label_names": FINE_NAMES, "coarse_label_names": COARSE_NAMES,
+        "fine_to_coarse": FINE_TO_COARSE.tolist()}))
+    return folder / "model.h5"
+
+
+# --- Answers before Keras ---------------------------------------------------------------
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_imports_no_backend(script):
+    result, loaded = run_probe(script, "--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "usage:" in result.stdout
+    assert loaded == set(), loaded
+
+
+@pytest.mark.parametrize("script", ["evaluate_model", "test_model", "make_report"])
+def test_missing_model_file_is_answered_without_a_backend(script, tmp_path):
+    missing = tmp_path / "no_such_model.h5"
+    result, loaded = run_probe(script, "--model-path", missing, "--output-dir", tmp_path)
+    assert result.returncode == 1
+    assert loaded == set(), loaded
+    message = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert message == [f"{script}: error: the model file {missing} does not exist: "
+                       "check the path given with --model-path"], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_model_path_for_training_is_answered_without_a_backend(tmp_path):
+    result, loaded = run_probe("train_model", "--model-path", tmp_path / "model.txt",
+                               "--output-dir", tmp_path)
+    assert result.returncode == 2
+    assert "--model-path must end in .h5 or .keras" in result.stderr
+    assert loaded == set(), loaded
+
+
+def test_default_model_path_missing_says_to_train_first(tmp_path, monkeypatch):
+    from network import cli
+
+    monkeypatch.setattr(cli, "DEFAULT_MODEL_PATH", tmp_path / "best_model.h5")
+    with pytest.raises(cli.LabError, match=r"no trained model yet .*network\.train_model"):
+        cli.require_model_file(tmp_path / "best_model.h5")
+    with pytest.raises(cli.LabError, match="is a folder, not a model file"):
+        cli.require_model_file(tmp_path)
+
+
+def test_importing_the_package_changes_nothing():
+    code = ("import os, sys; before = dict(os.environ); "
+            "import network, network.cli, network.runtime, network.test_model, "
+            "network.evaluate_model, network.train_model, network.make_report; "
+            "print(dict(os.environ) == before, "
+            f"sorted(m for m in {BACKEND_MODULES!r} if m in sys.modules))")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_", "TF_CPP")) and k != "KERAS_BACKEND"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["True", "[]"], result.stderr[-3000:]
+
+
+# --- A quiet start on every backend -----------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_recognition_starts_quietly_and_names_the_backend(backend, tiny_model, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    result, loaded = run_probe("test_model", ROOT / "img" / "rocket.jpg", "--model-path",
+                               tiny_model, "--output-dir", tmp_path,
+                               env={"KERAS_BACKEND": backend})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not NOISE.search(result.stderr), result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [f"LOADED: {sorted(loaded)}"]  # nothing else
+    first = result.stdout.splitlines()[0]
+    name = runtime.BACKEND_NAMES[backend]
+    assert re.fullmatch(rf"Running on {name}, CPU \(\d+ cores?\), float32", first), first
+    if backend != "tensorflow":
+        assert "tensorflow" not in loaded  # Keras would import all of it to read a .h5 file
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_training_starts_quietly_and_says_when_there_is_no_gpu(backend, fake_data, tmp_path):
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    result, loaded = run_probe("train_model", "--recipe", "fast", "--width", "0.0625",
+                               "--subset", 100, "--epochs", 1, "--batch-size", 50,
+                               "--data-dir", fake_data, "--allow-md5-mismatch",
+                               "--model-path", tmp_path / "model.h5", "--output-dir", tmp_path,
+                               env={"KERAS_BACKEND": backend})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not NOISE.search(result.stderr), result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("Running on"))
+    name = runtime.BACKEND_NAMES[backend]
+    assert re.fullmatch(rf"Running on {name}, (CPU \(\d+ cores?; no GPU found\), float32"
+                        r"|GPU: .+, mixed_bfloat16)", line), line
+    if backend != "tensorflow":
+        assert "tensorflow" not in loaded  # saving .h5 checkpoints needs none of it
+
+
+# --- The start-up line and the GPU hint ---------------------------------------------------
+
+def test_description_of_gpus_and_cpus():
+    gpus = [("GPU", "NVIDIA H100 80GB HBM3")] * 2
+    assert (runtime.format_description("jax", gpus, 16, "mixed_bfloat16")
+            == "Running on JAX, GPU: NVIDIA H100 80GB HBM3 (2), mixed_bfloat16")
+    mixed = [("GPU", "NVIDIA A100"), ("GPU", "NVIDIA T4")]
+    assert (runtime.format_description("torch", mixed, 8, "float32")
+            == "Running on PyTorch, GPU: NVIDIA A100 (1), NVIDIA T4 (1), float32")
+    assert (runtime.format_description("tensorflow", [], 2, "float32")
+            == "Running on TensorFlow, CPU (2 cores), float32")
+    assert (runtime.format_description("tensorflow", [], 1, "float32", training=True)
+            == "Running on TensorFlow, CPU (1 core; no GPU found), float32")
+    # A GPU run says nothing about missing GPUs, training or not.
+    assert "no GPU" not in runtime.format_description("jax", gpus, 16, "float32", True)
+
+
+def test_describe_this_machine():
+    import keras
+
+    line = runtime.describe()
+    backend = runtime.BACKEND_NAMES[keras.backend.backend()]
+    assert line.startswith(f"Running on {backend}, ")
+    assert line.endswith(f", {keras.mixed_precision.global_policy().name}")
+    assert runtime.describe("mixed_float16").endswith(", mixed_float16")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_gpu_hint(backend, monkeypatch):
+    assert runtime.no_gpu_hint(backend, [("GPU", "NVIDIA L4")]) is None
+    monkeypatch.setattr(runtime, "nvidia_driver_present", lambda: True)
+    hint = runtime.no_gpu_hint(backend, [])
+    assert runtime.GPU_INSTALL[backend] in hint
+    assert f"{runtime.BACKEND_NAMES[backend]} cannot use it" in hint
+    monkeypatch.setattr(runtime, "nvidia_driver_present", lambda: False)
+    hint = runtime.no_gpu_hint(backend, [])
+    assert hint.startswith("No GPU found") and "Training on a GPU" in hint
+
+
+# --- The environment, set by the scripts only -------------------------------------------
+
+def test_configured_backend_follows_keras_rules(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "keras", raising=False)  # as before Keras is imported
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    assert runtime.configured_backend() == "tensorflow"
+    (tmp_path / "keras.json").write_text('{"backend": "jax"}')
+    assert runtime.configured_backend() == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert runtime.configured_backend() == "torch"
+
+
+SETUP = """
+import os
+from network import runtime
+print(runtime.setup_backend_env())
+print(os.environ["JAX_COMPILATION_CACHE_DIR"])
+try:
+    import tensorflow
+except ImportError:
+    print("tensorflow kept out")
+"""
+
+
+def test_setup_on_jax_keeps_tensorflow_out_and_caches_compilation(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.update(KERAS_BACKEND="jax", XDG_CACHE_HOME=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", SETUP], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines() == [
+        "jax", str(tmp_path / "cifar100-lab" / "jax"), "tensorflow kept out"], result.stderr
+
+
+def test_native_log_lines_are_dropped_and_the_rest_kept(capfd):
+    with runtime.native_log_lines_dropped():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                    b"written to STDERR\n"
+                    b"I0000 00:00:1795859843.205337    4839 cudart_stub.cc:31] Could not "
+                    b"find cuda drivers on your machine, GPU will not be used.\n"
+                    b"E1128 10:02:03.123456   4839 cuda_dnn.cc:8579] Unable to register "
+                    b"cuDNN factory\n"
+                    b"a real problem\n")
+    assert capfd.readouterr().err == "a real problem\n"
