@@ -29,7 +29,7 @@ import numpy as np
 
 from network import cli, runtime
 from network.cli import LabError
-from network.data_utils import load_cifar100, scale_images
+from network.data_utils import load_cifar100
 
 NUM_SAMPLES = 16
 
@@ -107,7 +107,7 @@ def main(argv=None):
     import pandas as pd
     from sklearn.metrics import confusion_matrix
 
-    from network.model_utils import load_model
+    from network.model_utils import load_model, model_images
     from network.reporting import (
         evaluate_probabilities,
         plot_confusion_matrix,
@@ -124,7 +124,7 @@ def main(argv=None):
     coarse, names = data.coarse_test[:count], data.fine_names
 
     print(f"Evaluating {cli.display_path(args.model_path)} on {count} test images")
-    x = scale_images(images)
+    x = model_images(model, images)  # uint8 for ResNet-9, scaled floats for the lab CNN
     probs = predict(model, x, args.batch_size)
     metrics = evaluate_probabilities(probs, labels, coarse, data.fine_to_coarse)
     if args.tta:

@@ -259,7 +259,7 @@ def main(argv=None):
 
     import pandas as pd
 
-    from network.model_utils import load_class_names, load_model
+    from network.model_utils import load_class_names, load_model, model_images
     from network.reporting import plot_top5
 
     model = load_model(args.model_path, num_class=NUM_CLASSES)
@@ -267,7 +267,7 @@ def main(argv=None):
     readable, previews, inputs = read_inputs(files, problems)
     if not readable:
         raise LabError(f"none of the {len(files)} image(s) could be read")
-    batch = np.stack(inputs).astype(np.float32) / 255
+    batch = model_images(model, np.stack(inputs))  # in the form the model takes
     probs = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
 
     charts, labels = chart_names(readable), [cli.display_path(p) for p in readable]

@@ -168,3 +168,28 @@ def test_a_mistyped_model_path_is_named(tmp_path, capsys):
     assert err == (f"evaluate_model: error: the model file {tmp_path / 'best_modle.h5'} does "
                    "not exist: check the path given with --model-path\n")
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_model_taking_uint8_images_gets_them_unscaled(fake_data, tmp_path, capsys):
+    # ResNet-9 models take 0-255 images and scale them inside; the lab CNN takes 0-1.
+    import keras
+
+    from network.data_utils import load_cifar100
+    from network.evaluate_model import main
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(100, activation="softmax")(x))
+    model.save(tmp_path / "uint8.h5")
+    code, _, err = run_main(main, ["--model-path", tmp_path / "uint8.h5", "--data-dir", fake_data,
+                                   "--allow-md5-mismatch", "--output-dir", tmp_path,
+                                   "--subset", 40, "--no-show"], capsys)
+    assert code == 0, err
+    data = load_cifar100(fake_data, download=False, allow_md5_mismatch=True)
+    probs = model.predict(data.x_test[:40], verbose=0)
+    expected = evaluate_probabilities(probs, data.y_test[:40], data.coarse_test[:40],
+                                      data.fine_to_coarse)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert metrics["accuracy"] == expected["accuracy"]

@@ -402,3 +402,24 @@ def test_every_read_failure_has_a_reason():
              for kind in (kinds if isinstance(kinds, tuple) else (kinds,))]
     for i, kind in enumerate(kinds):  # no row is hidden by an earlier, broader one
         assert not any(issubclass(kind, earlier) for earlier in kinds[:i]), kind
+
+
+def test_a_model_taking_uint8_images_gets_them_unscaled(tmp_path, capsys):
+    # ResNet-9 models take 0-255 images and scale them inside; the lab CNN takes 0-1.
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(100, activation="softmax")(x))
+    model.save(tmp_path / "uint8.h5")
+    (tmp_path / "class_names.json").write_text(json.dumps({"fine_label_names": FINE_NAMES}))
+    gradient().save(tmp_path / "photo.png")
+    code, _, out = recognise([tmp_path / "photo.png"], tmp_path / "uint8.h5", tmp_path, capsys)
+    assert code == 0
+    expected = model.predict(resize_for_model(read_image(tmp_path / "photo.png"))[None],
+                             verbose=0)[0]
+    table = pd.read_csv(out / "predictions.csv")
+    top = np.argsort(expected)[::-1][:5]
+    assert list(table["class"]) == [FINE_NAMES[k] for k in top]
+    np.testing.assert_allclose(table["probability"], expected[top], atol=2e-6)
