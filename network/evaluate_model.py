@@ -100,7 +100,12 @@ def print_summary(metrics, out):
 def main(argv=None):
     runtime.setup_backend_env()
     args = parse_args(argv)
-    cli.require_model_file(args.model_path)  # before the slow Keras import
+    # Paths and data first, before the slow Keras import: mistakes are answered at once.
+    cli.require_model_file(args.model_path)
+    data = load_cifar100(args.data_dir, allow_md5_mismatch=args.allow_md5_mismatch)
+    count = len(data.x_test) if args.subset is None else args.subset
+    if count > len(data.x_test):
+        raise LabError(f"--subset {count} is larger than the {len(data.x_test)} test images")
     show = cli.setup_matplotlib(args.show)
     runtime.start()
 
@@ -116,10 +121,6 @@ def main(argv=None):
     )
 
     model = load_model(args.model_path)
-    data = load_cifar100(args.data_dir, allow_md5_mismatch=args.allow_md5_mismatch)
-    count = len(data.x_test) if args.subset is None else args.subset
-    if count > len(data.x_test):
-        raise LabError(f"--subset {count} is larger than the {len(data.x_test)} test images")
     images, labels = data.x_test[:count], data.y_test[:count]
     coarse, names = data.coarse_test[:count], data.fine_names
 

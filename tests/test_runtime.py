@@ -86,6 +86,17 @@ def test_missing_model_file_is_answered_without_a_backend(script, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_data_mistakes_are_answered_without_a_backend(tiny_model, fake_data, tmp_path):
+    common = ["--model-path", tiny_model, "--data-dir", fake_data, "--output-dir", tmp_path]
+    result, loaded = run_probe("evaluate_model", *common)  # the fake files are not official
+    assert result.returncode == 1 and loaded == set(), loaded
+    assert "not the official" in result.stderr and "--allow-md5-mismatch" in result.stderr
+    result, loaded = run_probe("evaluate_model", *common, "--allow-md5-mismatch",
+                               "--subset", 201)
+    assert result.returncode == 1 and loaded == set(), loaded
+    assert "--subset 201 is larger than the 200 test images" in result.stderr
+
+
 def test_bad_model_path_for_training_is_answered_without_a_backend(tmp_path):
     result, loaded = run_probe("train_model", "--model-path", tmp_path / "model.txt",
                                "--output-dir", tmp_path)
