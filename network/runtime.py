@@ -79,7 +79,8 @@ def setup_backend_env():
       run does not recompile (about 40 s on a GPU); ``JAX_COMPILATION_CACHE_DIR=""``
       switches that off;
     - on TensorFlow, its import (by whichever module comes first) runs with the
-      native libraries' start-up log lines dropped (see ``QuietTensorFlowImport``);
+      native libraries' start-up log lines dropped (see ``QuietTensorFlowImport``),
+      unless ``TF_CPP_MIN_LOG_LEVEL=0`` asks for every message;
     - on JAX and PyTorch, TensorFlow is kept out of the process: Keras would
       otherwise import all of it (seconds, and its log lines) only to check
       whether a saved model holds TensorFlow objects.
@@ -97,10 +98,14 @@ def setup_backend_env():
                               str(cache_home / "cifar100-lab" / "jax"))
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    if "tensorflow" not in sys.modules and not any(
-            isinstance(f, (QuietTensorFlowImport, TensorFlowKeptOut)) for f in sys.meta_path):
-        hook = QuietTensorFlowImport() if backend == "tensorflow" else TensorFlowKeptOut(backend)
-        sys.meta_path.insert(0, hook)
+    hooked = any(isinstance(f, (QuietTensorFlowImport, TensorFlowKeptOut))
+                 for f in sys.meta_path)
+    if "tensorflow" in sys.modules or hooked:
+        return backend
+    if backend != "tensorflow":
+        sys.meta_path.insert(0, TensorFlowKeptOut(backend))
+    elif os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
+        sys.meta_path.insert(0, QuietTensorFlowImport())
     return backend
 
 
@@ -150,6 +155,8 @@ class _QuietLoader:
         self.loader, self.hook = loader, hook
 
     def __getattr__(self, name):  # everything else (resources, is_package, ...) as before
+        if name in ("loader", "hook"):  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(name)
         return getattr(self.loader, name)
 
     def create_module(self, spec):
@@ -244,13 +251,12 @@ def accelerators(backend):
 def format_description(backend, devices, cores, precision, training=False):
     """The start-up line from its parts (see ``describe``)."""
     name = BACKEND_NAMES.get(backend, backend)
-    if devices:
-        counts = Counter(devices)
-        kinds = dict.fromkeys(kind for kind, _ in devices)
-        hardware = ", ".join(
-            f"{kind}: " + ", ".join(f"{model} ({n})" for (k, model), n in counts.items()
-                                    if k == kind)
-            for kind in kinds)
+    if devices:  # "GPU: NVIDIA A100 (2)": each model with its count, grouped by kind
+        kinds = {}
+        for kind, model in devices:
+            kinds.setdefault(kind, Counter())[model] += 1
+        hardware = ", ".join(f"{kind}: " + ", ".join(f"{m} ({n})" for m, n in models.items())
+                             for kind, models in kinds.items())
     else:
         plural = "s" if cores != 1 else ""
         hardware = f"CPU ({cores} core{plural}{'; no GPU found' if training else ''})"
