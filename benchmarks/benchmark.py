@@ -41,9 +41,9 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/benchmark.py
 
 import numpy as np
 
-from network import cli
-from network.cli import LabError
+from network import cli, runtime
 from network.data_utils import NUM_CLASSES
+from network.errors import LabError
 from network.recipes import RECIPES, recipe_with
 
 TRAIN_FLOPS_FACTOR = 3  # backward pass ~ 2x forward: training ~ 3x forward FLOPs
@@ -681,6 +681,7 @@ def write_json(path, result):
 
 
 def main(argv=None):
+    runtime.setup_backend_env()  # quiet start-up, and the JAX compilation cache
     args = parse_args(argv)
     if args.child:
         return child_main(args)

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from network.cli import LabError, save_figure, write_json_atomic
+from network.errors import LabError
+from network.files import save_figure, write_json_atomic
 
 BINS = 15
 T_RANGE = (0.05, 20.0)

@@ -12,14 +12,12 @@ import warnings
 from pathlib import Path
 
 from network import PROJECT_ROOT
+from network.errors import LabError
+from network.files import save_figure, write_json_atomic, write_text_atomic  # noqa: F401
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "best_model.h5"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "reports"
-
-
-class LabError(Exception):
-    """An expected failure with a message meant for the user."""
 
 
 def run_main(main, argv=None):
@@ -141,33 +139,6 @@ def setup_matplotlib(show):
     if not show:
         matplotlib.use("Agg")
     return show
-
-
-def save_figure(fig, path, show=False):
-    """Save ``fig`` as PNG (atomically), show it if asked, then free it."""
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    if show:
-        plt.show()
-    plt.close(fig)
-
-
-def write_text_atomic(path, text):
-    """Write ``text`` via a temporary file and a rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path, payload):
-    """``payload`` as indented JSON, written atomically."""
-    import json
-
-    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 def quiet_keras_warnings():

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from network.cli import LabError, write_json_atomic
+from network.errors import LabError
+from network.files import write_json_atomic
 
 NUM_CLASSES = 100
 NUM_SUPERCLASSES = 20

@@ -31,7 +31,8 @@ Usage:
 
 import numpy as np
 
-from network.cli import LabError, save_figure
+from network.errors import LabError
+from network.files import save_figure
 
 PATCH = 8
 STRIDE = 2
@@ -65,26 +66,32 @@ def occlusion_map(model, image, class_index, patch=PATCH, stride=STRIDE, fill=No
                   normalize=True):
     """Occlusion-sensitivity heat map of one image for one class.
 
-    ``image`` is a float (height, width, 3) array in [0, 1], as the model takes
-    it. Each patch is filled with ``fill`` (default: the CIFAR-100 mean colour,
-    which carries no evidence for any class). All occluded copies and the
+    ``image`` is a uint8 (height, width, 3) image, given to the model in the
+    form it takes (``model_utils.model_images``), or a float one in [0, 1]
+    given as it is. Each patch is filled with ``fill`` (default: the CIFAR-100
+    mean colour, which carries no evidence for any class). All occluded copies and the
     original are predicted as one batch. Returns a float32 (height, width)
     map: the mean drop of the class's probability over the patches covering
     each pixel, clipped at 0 (hiding distractors may raise it) and, with
     ``normalize``, divided by its maximum. A model that ignores every region
     gets an all-zero map.
     """
-    image = np.asarray(image, dtype=np.float32)
+    from network.model_utils import CIFAR100_MEAN, model_images
+
+    image = np.asarray(image)
+    pixels = image.dtype == np.uint8
+    if not pixels:
+        image = image.astype(np.float32)
     if image.ndim != 3:
         raise LabError(f"expected one (height, width, channels) image, got shape {image.shape}")
     if fill is None:
-        from network.model_utils import CIFAR100_MEAN
-
-        fill = CIFAR100_MEAN
+        fill = np.round(np.multiply(CIFAR100_MEAN, 255)) if pixels else CIFAR100_MEAN
     masks = occlusion_masks(image.shape[0], image.shape[1], patch, stride)
-    fill = np.broadcast_to(np.asarray(fill, dtype=np.float32), image.shape[-1:])
+    fill = np.broadcast_to(np.asarray(fill, dtype=image.dtype), image.shape[-1:])
     occluded = np.where(masks[..., None], fill, image)          # (positions, h, w, c)
     batch = np.concatenate([image[None], occluded])
+    if pixels:
+        batch = model_images(model, batch)
     probs = np.asarray(model.predict(batch, batch_size=len(batch), verbose=0))
     drops = probs[0, class_index] - probs[1:, class_index]
     # Each pixel gets the mean drop of the patches that covered it.

@@ -15,8 +15,9 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from network.cli import LabError, write_json_atomic
 from network.data_utils import scale_images
+from network.errors import LabError
+from network.files import write_json_atomic
 
 # Per-channel statistics of the CIFAR-100 training images (for the fast recipe).
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)

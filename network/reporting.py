@@ -6,7 +6,7 @@ Every figure is saved as PNG (atomically) and shown only when asked.
 import numpy as np
 import pandas as pd
 
-from network.cli import save_figure
+from network.files import save_figure
 
 
 def predict(model, images, batch_size=256):

@@ -32,7 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from network.cli import write_json_atomic
+from network.files import write_json_atomic
 
 
 def atomic_save(model, path):

@@ -19,7 +19,7 @@ from network.calibration import (
     reliability_diagram,
     save_temperature,
 )
-from network.cli import LabError
+from network.errors import LabError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

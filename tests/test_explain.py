@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 from fake_cifar import FINE_NAMES, FINE_TO_COARSE
-from network.cli import LabError
+from network.errors import LabError
 from network.explain import (
     confident_mistakes,
     mistakes_sentence,

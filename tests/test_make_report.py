@@ -17,7 +17,7 @@ import pytest
 
 from conftest import assert_clean_error, run_cli
 from network import PROJECT_ROOT, make_report, reporting
-from network.cli import LabError
+from network.errors import LabError
 
 pytestmark = pytest.mark.slow
 

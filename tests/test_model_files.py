@@ -8,7 +8,7 @@ from keras import layers
 
 from conftest import assert_clean_error, run_cli
 from network import PROJECT_ROOT, model_utils, test_model
-from network.cli import LabError
+from network.errors import LabError
 from network.model_utils import load_class_names, load_model
 
 
