@@ -5,7 +5,9 @@ Every image file given, or found in the given folders and their sub-folders
 most likely classes are printed on one line, and ``reports/predictions/``
 gets, for this run only (charts of earlier runs are removed):
 
-- ``<image name>_top5.png``: the image beside a bar chart of its top 5;
+- ``<image name>_top5.png``: the image, a heat map over it of the regions the
+  network needs to name its first class (occlusion sensitivity), and a bar
+  chart of its top 5 (calibrated probabilities);
   inputs that share a name (``a/rose.jpg`` and ``b/rose.jpg``, or
   ``rose.jpg`` and ``rose.png``) get ``rose_1_top5.png``, ``rose_2_top5.png``;
 - ``predictions.csv``: file, rank, class, probability and chart, 5 rows per image.
@@ -36,12 +38,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from network import PROJECT_ROOT, cli, runtime
-from network.cli import LabError
+from network.data_utils import NUM_CLASSES
+from network.errors import LabError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
                     ".ppm", ".pgm", ".pbm", ".jfif"}
 MAX_PIXELS = 80_000_000       # refuse larger images: decoding them could exhaust memory
-NUM_CLASSES = 100
 TOP_K = 5
 CHART_SUFFIX = "_top5.png"
 COLUMNS = ["file", "rank", "class", "probability", "chart"]
@@ -259,8 +261,9 @@ def main(argv=None):
 
     import pandas as pd
 
+    from network.calibration import apply_temperature, load_temperature
+    from network.explain import occlusion_map, plot_explained_top5
     from network.model_utils import load_class_names, load_model, model_images
-    from network.reporting import plot_top5
 
     model = load_model(args.model_path, num_class=NUM_CLASSES)
     names = load_class_names(args.model_path, num_class=NUM_CLASSES)["fine_label_names"]
@@ -268,20 +271,25 @@ def main(argv=None):
     if not readable:
         raise LabError(f"none of the {len(files)} image(s) could be read")
     batch = model_images(model, np.stack(inputs))  # in the form the model takes
-    probs = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
+    # Calibrated probabilities (the temperature saved beside the model; 1 without one).
+    probs = apply_temperature(np.asarray(model.predict(batch, verbose=0), dtype=np.float32),
+                              load_temperature(args.model_path))
 
     charts, labels = chart_names(readable), [cli.display_path(p) for p in readable]
     width = max(len(label) for label in labels) + 1
     print(f"Top {TOP_K} classes of {len(readable)} image(s):")
     rows = []
-    for path, label, chart, image, p in zip(readable, labels, charts, previews, probs):
+    for path, label, chart, image, pixels, p in zip(readable, labels, charts, previews, inputs,
+                                                    probs):
         top = np.argsort(p)[::-1][:TOP_K]
         print(f"  {label + ':':<{width}}  " + ", ".join(f"{names[k]} {p[k]:.1%}" for k in top))
         rows += [{"file": str(path), "rank": rank, "class": names[k],
                   "probability": round(float(p[k]), 6), "chart": chart}
                  for rank, k in enumerate(top, 1)]
-        plot_top5(image, [names[k] for k in top], p[top], args.output_dir / chart,
-                  title=label, show=show)
+        # Where the network finds its first class: one batch of occluded copies.
+        heat = occlusion_map(model, pixels, int(top[0]))
+        plot_explained_top5(image, heat, [names[k] for k in top], p[top],
+                            args.output_dir / chart, title=label, show=show)
     table = pd.DataFrame(rows, columns=COLUMNS)
     cli.write_text_atomic(args.output_dir / "predictions.csv", table.to_csv(index=False))
     remove_old_charts(args.output_dir, charts)

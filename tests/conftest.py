@@ -64,6 +64,17 @@ def run_cli(script, *args, env=None, cwd=ROOT, timeout=600, file_mode=False):
                           timeout=timeout)
 
 
+def run_main(main, argv, capsys):
+    """Run a script's main in this process as its command line does (``cli.run_main``);
+    return (exit code, stdout, stderr)."""
+    from network import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_main(main, [str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
 def assert_clean_error(result, *fragments):
     """An expected failure: non-zero exit, one-line message, no traceback."""
     assert result.returncode != 0, result.stdout[-2000:]

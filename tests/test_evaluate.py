@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from conftest import run_main
 from fake_cifar import FINE_NAMES
-from network import cli
 from network.reporting import evaluate_probabilities
 
 # Six classes in three superclasses: {0, 1}, {2, 3}, {4, 5}.
@@ -19,14 +19,6 @@ PROBS = np.array([
     [0.00, 0.00, 0.00, 0.00, 0.00, 1.00],  # true 5: right, certain
 ], dtype=np.float32)
 Y_TRUE = np.array([0, 1, 2, 5])
-
-
-def run_main(main, argv, capsys):
-    """Run a script's main as its command line does; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run_main(main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture(scope="module")

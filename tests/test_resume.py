@@ -12,23 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
-from network import cli
-from network.cli import LabError
+from conftest import ROOT, run_cli, run_main
+from network.errors import LabError
 
 EPOCHS = 12
 # A tiny ResNet-9 with a validation split (so the checkpoint keeps the best val_loss):
 # about 0.3 s per epoch after a compilation of some seconds, so the kill lands mid-run.
 TRAIN = ("--recipe", "fast", "--width", "0.0625", "--epochs", str(EPOCHS), "--subset", "200",
          "--batch-size", "20", "--val-split", "0.2", "--allow-md5-mismatch", "--no-show")
-
-
-def run_main(main, argv, capsys):
-    """Run a script's main as its command line does; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run_main(main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def history_epochs(path):

@@ -3,20 +3,11 @@
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, run_cli
-from network import cli
+from conftest import assert_clean_error, run_cli, run_main
 
 # A tiny ResNet-9 on the synthetic data: seconds per run on a CPU.
 FAST = ("--recipe", "fast", "--width", "0.0625", "--batch-size", "64", "--allow-md5-mismatch",
         "--no-show")
-
-
-def run_main(main, argv, capsys):
-    """Run a script's main as its command line does; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run_main(main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 # --- Impossible options -----------------------------------------------------------------
