@@ -8,9 +8,15 @@ and saves, in the output folder (default ``reports/``):
 - ``classification_report.txt`` / ``.csv``: precision, recall and F1 per class
   with the real class names (``--print-report`` also prints it);
 - ``confusion_matrix.png``: the confusion matrix, one block per superclass;
-- ``test_predictions.csv``: each test image's true and predicted class;
+- ``test_predictions.csv``: each test image's true and predicted class and
+  the (calibrated) probability of the prediction;
 - ``test_samples.png``: 16 distinct random test images titled with their true
-  and predicted classes, each marked right or wrong.
+  and predicted classes, each marked right or wrong;
+- ``confident_mistakes.png``: the 16 wrong predictions made with the highest
+  confidence;
+- ``reliability_diagram.png``: accuracy against confidence before and after
+  calibration (the temperature saved beside the model by training), with the
+  expected calibration error (ECE) of each.
 
 Usage:
 
@@ -28,8 +34,8 @@ if __package__ in (None, ""):  # run as a file: python network/evaluate_model.py
 import numpy as np
 
 from network import cli, runtime
-from network.cli import LabError
 from network.data_utils import load_cifar100
+from network.errors import LabError
 
 NUM_SAMPLES = 16
 
@@ -80,6 +86,8 @@ OUTPUTS = (
     ("test_predictions.csv", "each test image's true and predicted class"),
     ("confusion_matrix.png", "the confusion matrix, one block per superclass"),
     ("test_samples.png", f"{NUM_SAMPLES} random test images, true and predicted class"),
+    ("confident_mistakes.png", f"the {NUM_SAMPLES} most confident wrong predictions"),
+    ("reliability_diagram.png", "calibration: accuracy against confidence, before/after"),
 )
 
 
@@ -91,10 +99,46 @@ def print_summary(metrics, out):
     if "tta" in metrics:
         tta = metrics["tta"]
         print(f"With flip TTA: accuracy {tta['accuracy']:.2%}, top-5 {tta['top5_accuracy']:.2%}")
+    cal = metrics["calibration"]
+    print(f"Calibration error (ECE): {cal['ece']:.1%} as trained, {cal['ece_calibrated']:.1%} "
+          f"with temperature {cal['temperature']:.2f} ({cal['fitted_on']})")
     print(f"Saved in {cli.display_path(out)}:")
     width = max(len(name) for name, _ in OUTPUTS)
     for name, what in OUTPUTS:
         print(f"  {name:<{width}}  {what}")
+
+
+def calibrate(probs, labels, args, out, show):
+    """Calibrated probabilities and the calibration figures, with the reliability diagram.
+
+    The temperature is the one training fitted on held-out images and saved
+    beside the model. A model saved without one (trained with no hold-out) is
+    scored with a temperature cross-fitted on the test images instead: each
+    half calibrated with the other half's fit, so no image judges its own fit.
+    """
+    from network.calibration import (
+        apply_temperature,
+        calibration_path,
+        calibration_summary,
+        expected_calibration_error,
+        load_temperature,
+        reliability_diagram,
+    )
+
+    figure = out / "reliability_diagram.png"
+    if calibration_path(args.model_path).is_file():
+        temperature = load_temperature(args.model_path)
+        calibrated = apply_temperature(probs, temperature)
+        reliability_diagram(probs, calibrated, labels, figure, temperature=temperature,
+                            show=show)
+        return calibrated, {"temperature": temperature, "fitted_on": "held-out training images",
+                            "ece": expected_calibration_error(probs, labels),
+                            "ece_calibrated": expected_calibration_error(calibrated, labels)}
+    if len(labels) < 2:
+        raise LabError("calibration needs at least 2 test images: raise --subset")
+    summary = calibration_summary(probs, labels, figure, seed=args.seed, show=show)
+    return (apply_temperature(probs, summary["temperature"]),
+            {**summary, "fitted_on": "the test images, cross-fitted (no saved temperature)"})
 
 
 def main(argv=None):
@@ -112,6 +156,7 @@ def main(argv=None):
     import pandas as pd
     from sklearn.metrics import confusion_matrix
 
+    from network.explain import confident_mistakes, mistakes_summary, plot_confident_mistakes
     from network.model_utils import load_model, model_images
     from network.reporting import (
         evaluate_probabilities,
@@ -134,15 +179,24 @@ def main(argv=None):
                                                 data.fine_to_coarse)
     metrics["model_path"] = str(args.model_path)
     out = args.output_dir
+
+    calibrated, metrics["calibration"] = calibrate(probs, labels, args, out, show)
+    predicted = probs.argmax(axis=1)
+    confidence = calibrated.max(axis=1)
+    worst = confident_mistakes(labels, predicted, confidence, k=NUM_SAMPLES)
+    plot_confident_mistakes(images, worst, labels, predicted, confidence, names,
+                            out / "confident_mistakes.png", show=show)
+    metrics["confident_mistakes"] = mistakes_summary(labels, predicted, worst,
+                                                     data.fine_to_coarse)
     cli.write_json_atomic(out / "metrics.json", metrics)
 
-    predicted = probs.argmax(axis=1)
     report_text, report_table = classification_tables(labels, predicted, names)
     cli.write_text_atomic(out / "classification_report.txt", report_text)
     cli.write_text_atomic(out / "classification_report.csv",
                           report_table.to_csv(index_label="class"))
     # Each image's true and predicted class, so the lab report needs no second pass.
-    table = pd.DataFrame({"image": np.arange(count), "true": labels, "predicted": predicted})
+    table = pd.DataFrame({"image": np.arange(count), "true": labels, "predicted": predicted,
+                          "confidence": confidence.round(6)})
     cli.write_text_atomic(out / "test_predictions.csv", table.to_csv(index=False))
     cm = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
     plot_confusion_matrix(cm, names, data.coarse_names, data.fine_to_coarse,

@@ -34,13 +34,13 @@ if __package__ in (None, ""):  # run as a file: python network/make_report.py
 import numpy as np
 
 from network import PROJECT_ROOT, cli, runtime
-from network.cli import LabError
+from network.errors import LabError
 
 REPORT_NAME = "report.html"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TRAINING_FILES = ("history.csv", "train_summary.json")
 EVALUATION_FILES = ("metrics.json", "test_predictions.csv", "confusion_matrix.png",
-                    "test_samples.png")
+                    "test_samples.png", "confident_mistakes.png", "reliability_diagram.png")
 PREDICTIONS = Path("predictions", "predictions.csv")  # test_model's table in the output folder
 DEFAULT_IMAGES = PROJECT_ROOT / "img"
 
@@ -310,6 +310,7 @@ def main(argv=None):
     from sklearn.metrics import confusion_matrix
 
     from network import reporting
+    from network.explain import mistakes_sentence
     from network.model_utils import load_class_names
 
     checked = refresh_outputs(args)
@@ -340,7 +341,10 @@ def main(argv=None):
         "pairs": [(names[a], names[b], ab, ba, fine_to_coarse[a] == fine_to_coarse[b])
                   for a, b, ab, ba in reporting.most_confused_pairs(cm)],
         "figures": {name.split(".")[0]: read_png(out / name) for name in
-                    ("training_curves.png", "confusion_matrix.png", "test_samples.png")},
+                    ("training_curves.png", "confusion_matrix.png", "test_samples.png",
+                     "confident_mistakes.png", "reliability_diagram.png")},
+        "calibration": metrics["calibration"],
+        "mistakes": mistakes_sentence(metrics["confident_mistakes"]),
         "own": own,
         "skipped": readable_images(checked)[1] if checked else [],
         "trained_at": time.strftime("%Y-%m-%d %H:%M", time.localtime(
