@@ -38,9 +38,9 @@ if __package__ in (None, ""):  # run as a file: python network/train_model.py
 import numpy as np
 
 from network import cli, runtime
-from network.cli import LabError
 from network.data_utils import NUM_CLASSES, load_cifar100, one_hot
 from network.distribute import trim_to_multiple
+from network.errors import LabError
 from network.recipes import RECIPES, Recipe, recipe_with
 
 RESUME_DIR = "resume"          # inside --output-dir while a run is unfinished
@@ -351,6 +351,35 @@ def check_finite(history, checkpoint, model_path):
                    "try a lower --learning-rate")
 
 
+def cpu_advice(recipe, planned):
+    """Without a GPU: say so, and (lab recipe) point to the CPU recipe. Returns a
+    callback that tells, once the first epoch is done, how long the whole run takes
+    here; None with a GPU or when a time budget planned the epochs already."""
+    from network.train_callbacks import EpochTimer
+
+    hint = runtime.no_gpu_hint()
+    if hint is None:
+        return None
+    if recipe.name == "lab":
+        hint += (" On a CPU, --recipe cpu trains a ResNet-9 for 15 minutes instead "
+                 "(see the README's results).")
+    print(hint)
+    if planned:
+        return None
+
+    class FirstEpochNote(EpochTimer):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if self.params["epochs"] - epoch > 1 and not getattr(self, "said", False):
+                self.said = True
+                left = self.last * (self.params["epochs"] - epoch - 1)
+                print(f"\nOn this CPU an epoch takes {self.last:.0f} s: up to "
+                      f"{left / 3600:.1f} h for the remaining epochs (Ctrl-C stops; "
+                      "--resume continues later).")
+
+    return FirstEpochNote()
+
+
 def calibrate(model, val, model_path):
     """Fit the temperature that makes the saved model's probabilities honest on the
     hold-out images, and save it beside the model; None without a hold-out."""
@@ -387,6 +416,7 @@ def main(argv=None, extra_callbacks=()):
     keras.utils.set_random_seed(settings["seed"])
     settings["precision_used"] = set_precision(settings["precision"], recipe)
     runtime.announce(settings["precision_used"], training=True)
+    note = cpu_advice(recipe, planned=bool(recipe.minutes) or "planned_epoch_s" in settings)
     model, settings["replicas"], scope = build_compiled(
         settings, recipe, -(-len(train[0]) // settings["batch_size"]))
     if settings["replicas"] > 1:
@@ -403,6 +433,8 @@ def main(argv=None, extra_callbacks=()):
     settings["seconds_before_fit"] = round(time.perf_counter() - started, 2)
     callbacks, checkpoint = make_callbacks(settings, state, model_path, output_dir, resume_dir,
                                            has_val=len(val[0]) > 0)
+    if note is not None:
+        callbacks.append(note)
     initial_epoch = resume_training(model, resume_dir, state, output_dir / "history.csv") \
         if state else 0
     fit(model, settings, train, val, [*callbacks, *extra_callbacks], initial_epoch,
