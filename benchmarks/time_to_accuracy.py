@@ -43,6 +43,9 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="folder for <recipe>-seed<N>[-tag].json and .csv")
     parser.add_argument("--tag", default="", help="added to the file names (e.g. 30min)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep the trained model and training reports in DIR/models and "
+                             "DIR/reports (default: a temporary folder, removed)")
     parser.add_argument("train_options", nargs="*", help="more train_model options, after --")
     return parser.parse_args(argv)
 
@@ -100,11 +103,12 @@ def main(argv=None):
     callback = test_curve_callback(data.x_test, data.y_test, rows)
     del data  # train_model loads its own copy, as a user's run does
     with tempfile.TemporaryDirectory() as tmp:
+        keep = args.keep or Path(tmp)
         train_model.main(["--recipe", args.recipe, "--seed", str(args.seed), "--data-dir",
-                          str(args.data_dir), "--output-dir", f"{tmp}/reports", "--model-path",
-                          f"{tmp}/models/best_model.h5", "--no-show", *args.train_options],
-                         extra_callbacks=[callback])
-        summary = json.loads(Path(f"{tmp}/reports/train_summary.json").read_text())
+                          str(args.data_dir), "--output-dir", str(keep / "reports"),
+                          "--model-path", str(keep / "models" / "best_model.h5"), "--no-show",
+                          *args.train_options], extra_callbacks=[callback])
+        summary = json.loads((keep / "reports" / "train_summary.json").read_text())
     for row in rows:
         row["train_s"] = round(row["train_s"] + summary["settings"]["seconds_before_fit"], 1)
 
