@@ -1,6 +1,6 @@
 """Benchmark the lab's training recipes and its data pipeline.
 
-Three modes:
+Two modes (``benchmarks/flops.py`` prints the counted FLOPs per layer):
 
 - ``train`` (default): trains a recipe (``lab`` or ``fast``) for a fixed number
   of epochs and prints compile time, steady-state epoch time, training images/s,
@@ -9,7 +9,6 @@ Three modes:
 - ``cpu-data``: times loading and preprocessing CIFAR-100 on the CPU, this
   project's float32 path against the lab manual's float64 + ``to_categorical``
   path, each in a fresh process (time and peak memory).
-- ``flops``: prints the counted forward FLOPs per image of the networks.
 
 Usage:
 
@@ -17,7 +16,6 @@ Usage:
     python benchmarks/benchmark.py --recipe fast --width 0.25 --subset 2000 --epochs 2
     python benchmarks/benchmark.py --synthetic 512 --epochs 2   # no data set needed
     python benchmarks/benchmark.py --mode cpu-data --data-dir ../shared/cifar-100-python
-    python -m benchmarks.benchmark --mode flops
 
 The test set is only measured here, never used for any training decision
 (training runs a fixed number of epochs: no early stopping, no model choice).
@@ -25,7 +23,6 @@ The test set is only measured here, never used for any training decision
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -41,68 +38,14 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/benchmark.py
 
 import numpy as np
 
+from benchmarks.common import cpu_model, fmt, print_table, require_data_files, write_json
+from benchmarks.flops import TRAIN_FLOPS_FACTOR, count_flops, reference_gflops
 from network import cli, runtime
 from network.data_utils import NUM_CLASSES
 from network.errors import LabError
 from network.recipes import RECIPES, recipe_with
 
-TRAIN_FLOPS_FACTOR = 3  # backward pass ~ 2x forward: training ~ 3x forward FLOPs
-
-
-# --- Counting FLOPs ---------------------------------------------------------------------
-
-def _walk_layers(model):
-    """Every layer of ``model``, descending into nested models."""
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _walk_layers(layer)
-        else:
-            yield layer
-
-
-def _spatial(shape, data_format):
-    """The spatial dimensions of a batched conv input/output shape."""
-    return shape[2:] if data_format == "channels_first" else shape[1:-1]
-
-
-def flops_by_layer(model):
-    """Forward FLOPs per image of each Conv/Dense layer, as (name, flops) pairs.
-
-    A multiply-add counts as 2 FLOPs. Conv: 2 * output positions * kernel size
-    (k * k * C_in / groups * C_out); Dense: 2 * positions * in * out, biases,
-    normalisation, pooling and activations left out (they are well under 1 %
-    for these networks). Shapes come from the built model.
-    """
-    import keras
-
-    convs = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-             keras.layers.DepthwiseConv2D)
-    rows = []
-    for layer in _walk_layers(model):
-        if isinstance(layer, convs):
-            kernel = layer.kernel.shape if isinstance(layer, convs[:3]) else \
-                layer.depthwise_kernel.shape
-            positions = math.prod(_spatial(layer.output.shape, layer.data_format))
-            rows.append((layer.name, 2 * positions * math.prod(kernel)))
-        elif isinstance(layer, keras.layers.Dense):
-            positions = math.prod(layer.input.shape[1:-1])
-            rows.append((layer.name, 2 * positions * math.prod(layer.kernel.shape)))
-    return rows
-
-
-def count_flops(model):
-    """Forward FLOPs per image of ``model`` (Conv and Dense layers)."""
-    return sum(flops for _, flops in flops_by_layer(model))
-
-
-def reference_gflops(num_class=NUM_CLASSES):
-    """Forward GFLOPs per image of the lab's CNN and the classic-width ResNet-9."""
-    from network.model_utils import build_model, build_resnet9
-
-    return {
-        "lab_cnn": count_flops(build_model((32, 32, 3), num_class)) / 1e9,
-        "resnet9_width1": count_flops(build_resnet9((32, 32, 3), num_class, width=1.0)) / 1e9,
-    }
+SYNTHETIC_HINT = ", or use --synthetic N for a training smoke run"  # ends a missing-data error
 
 
 # --- Command line -------------------------------------------------------------------------
@@ -121,7 +64,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="benchmark", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--mode", choices=["train", "cpu-data", "flops"], default="train",
+    parser.add_argument("--mode", choices=["train", "cpu-data"], default="train",
                         help="what to measure")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
                         help="training recipe (network/recipes.py)")
@@ -298,17 +241,6 @@ def device_kind():
     return None
 
 
-def cpu_model():
-    """The CPU's model name from /proc/cpuinfo (Linux), else platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
 def train_benchmark(args):
     """Train the recipe for a fixed number of epochs and gather every figure."""
     import keras
@@ -382,22 +314,6 @@ def train_benchmark(args):
     }
 
 
-def _fmt(value, unit="", digits=3):
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}{unit}" if abs(value) < 1000 else f"{value:,.0f}{unit}"
-    return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
-
-
-def print_table(title, rows):
-    """Print (label, value) rows as a two-column table."""
-    width = max(len(label) for label, _ in rows)
-    print(f"\n{title}\n{'-' * len(title)}")
-    for label, value in rows:
-        print(f"{label:<{width}}  {value}")
-
-
 def print_train_report(result):
     s, t, hw = result["settings"], result["timing"], result["hardware"]
     ref = result["reference_forward_gflops_per_image"]
@@ -409,18 +325,18 @@ def print_train_report(result):
         ("precision", s["precision"]),
         ("batch size", s["batch_size"]),
         ("epochs", s["epochs"]),
-        ("training images", _fmt(result["train_images"])),
-        ("test images", _fmt(result["test_images"])
+        ("training images", fmt(result["train_images"])),
+        ("test images", fmt(result["test_images"])
          + (" (synthetic)" if s["synthetic"] else "")),
-        ("parameters", _fmt(result["model"]["parameters"])),
-        ("forward GFLOPs/image", _fmt(result["model"]["forward_gflops_per_image"], digits=4)),
+        ("parameters", fmt(result["model"]["parameters"])),
+        ("forward GFLOPs/image", fmt(result["model"]["forward_gflops_per_image"], digits=4)),
         ("  lab CNN / ResNet-9 (x1)", f"{ref['lab_cnn']:.4g} / {ref['resnet9_width1']:.4g}"),
-        ("first epoch", _fmt(t["first_epoch_s"], " s")),
-        ("compile time", _fmt(t["compile_s"], " s") + "  (first epoch - steady epoch)"),
-        ("steady epoch", _fmt(t["steady_epoch_s"], " s") + "  (median of epochs 2..)"),
-        ("training images/s", _fmt(t["images_per_s"])),
-        ("achieved TFLOP/s", _fmt(t["tflops"]) + "  (3 x forward FLOPs)"),
-        ("training time", _fmt(t["train_s"], " s") + "  (all epochs, evaluation excluded)"),
+        ("first epoch", fmt(t["first_epoch_s"], " s")),
+        ("compile time", fmt(t["compile_s"], " s") + "  (first epoch - steady epoch)"),
+        ("steady epoch", fmt(t["steady_epoch_s"], " s") + "  (median of epochs 2..)"),
+        ("training images/s", fmt(t["images_per_s"])),
+        ("achieved TFLOP/s", fmt(t["tflops"]) + "  (3 x forward FLOPs)"),
+        ("training time", fmt(t["train_s"], " s") + "  (all epochs, evaluation excluded)"),
     ]
     tta = result["time_to_accuracy"]
     if tta is not None:
@@ -428,43 +344,15 @@ def print_train_report(result):
             best = tta["test_accuracy"]
             reached = f"not reached (best {best:.2%})" if best is not None else "not reached"
         else:
-            reached = (f"epoch {tta['epoch']}: {_fmt(tta['train_s'], ' s')} of training, "
-                       f"{_fmt(tta['steady_train_s'], ' s')} steady-state")
+            reached = (f"epoch {tta['epoch']}: {fmt(tta['train_s'], ' s')} of training, "
+                       f"{fmt(tta['steady_train_s'], ' s')} steady-state")
         rows.append((f"time to {tta['target']:.2%} top-1", reached))
     rows += [
         ("test top-1", f"{result['test']['accuracy']:.2%}"),
         ("test top-5", f"{result['test']['top5_accuracy']:.2%}"),
-        ("process wall time", _fmt(t["process_s"], " s")),
+        ("process wall time", fmt(t["process_s"], " s")),
     ]
     print_table("Training benchmark", rows)
-
-
-def flops_report(args):
-    """Forward FLOPs of the lab CNN, ResNet-9 and the chosen recipe's network."""
-    import dataclasses
-
-    import keras
-
-    from network.model_utils import build_for_recipe
-
-    recipe = RECIPES[args.recipe]
-    recipe = dataclasses.replace(recipe, width=args.width or recipe.width)
-    model = build_for_recipe(recipe, NUM_CLASSES)
-    return {"mode": "flops", "backend": keras.backend.backend(), "recipe": recipe.name,
-            "width": recipe.width if recipe.name != "lab" else None,
-            "forward_gflops_per_image": count_flops(model) / 1e9,
-            "layers": [{"name": n, "gflops": f / 1e9} for n, f in flops_by_layer(model)],
-            "reference_forward_gflops_per_image": reference_gflops()}
-
-
-def print_flops_report(result):
-    ref = result["reference_forward_gflops_per_image"]
-    name = result["recipe"] + (f" (width {result['width']:g})" if result["width"] else "")
-    rows = [(layer["name"], f"{layer['gflops']:.4f}") for layer in result["layers"]]
-    rows += [(f"total: {name}", f"{result['forward_gflops_per_image']:.4f}"),
-             ("lab CNN", f"{ref['lab_cnn']:.4f}"),
-             ("ResNet-9 (64-128-256-512)", f"{ref['resnet9_width1']:.4f}")]
-    print_table("Forward GFLOPs per image (training ~ 3x)", rows)
 
 
 # --- CPU data mode ------------------------------------------------------------------------
@@ -583,17 +471,6 @@ def child_main(args):
     return 0
 
 
-def require_data_files(data_dir):
-    """Stop early, with a hint, when the data files are missing."""
-    from network.data_utils import missing_files
-
-    missing = missing_files(data_dir)
-    if missing:
-        raise LabError(f"{', '.join(missing)} not found in {data_dir}: put the CIFAR-100 files "
-                       "'meta', 'train', 'test' there (python -m network.train_model downloads "
-                       "them), or use --synthetic N for a training smoke run")
-
-
 def check_data_files(data_dir, allow_md5_mismatch):
     """Whether every data file is the official one (a mismatch stops unless allowed).
 
@@ -661,8 +538,8 @@ def print_cpu_report(result):
                ("tracemalloc peak", "tracemalloc_peak_mib", " MiB"),
                ("result arrays", "result_mib", " MiB"))
     for label, key, unit in figures:
-        rows.append((label, f"{_fmt(first[key], unit):>16}  {_fmt(ours[key], unit):>14}  "
-                            f"{_fmt(lab[key], unit):>20}"))
+        rows.append((label, f"{fmt(first[key], unit):>16}  {fmt(ours[key], unit):>14}  "
+                            f"{fmt(lab[key], unit):>20}"))
     rows += [("speed-up", f"{result['speedup']:.2f}x (lab time / our cached time)"),
              ("memory", f"{result['memory_ratio']:.2f}x the lab's peak RSS (cached load)"),
              ("runs", f"{ours['repeats']} per path, each path in a fresh process"),
@@ -675,11 +552,6 @@ def print_cpu_report(result):
 
 # --- Entry point --------------------------------------------------------------------------
 
-def write_json(path, result):
-    cli.write_json_atomic(path, result)
-    print(f"\nFigures written to {path}")
-
-
 def main(argv=None):
     runtime.setup_backend_env()  # quiet start-up, and the JAX compilation cache
     args = parse_args(argv)
@@ -690,12 +562,9 @@ def main(argv=None):
     if args.mode == "cpu-data":
         result = cpu_data_benchmark(args)
         print_cpu_report(result)
-    elif args.mode == "flops":
-        result = flops_report(args)
-        print_flops_report(result)
     else:
         if not args.synthetic:  # before the slow Keras import
-            require_data_files(args.data_dir)
+            require_data_files(args.data_dir, SYNTHETIC_HINT)
         result = train_benchmark(args)
         print_train_report(result)
     if args.json is not None:

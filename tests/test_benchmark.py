@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from benchmarks import benchmark
+from benchmarks import benchmark, flops
 from conftest import ROOT, assert_clean_error
 
 SCRIPT = ROOT / "benchmarks" / "benchmark.py"
@@ -44,8 +44,8 @@ def test_count_flops_matches_hand_computation():
                 2 * 3 * 3 * (2 * 2 * 4) * 4,
                 2 * 1 * 1 * (3 * 3 * 4) * 5,
                 2 * 5 * 7]
-    assert [f for _, f in benchmark.flops_by_layer(model)] == expected
-    assert benchmark.count_flops(model) == sum(expected) == 15_406
+    assert [f for _, f in flops.flops_by_layer(model)] == expected
+    assert flops.count_flops(model) == sum(expected) == 15_406
 
 
 def test_reference_networks_flops():
@@ -57,7 +57,7 @@ def test_reference_networks_flops():
                                                          + 1000 * 100))
     resnet9 = (conv(32, 3, 64) + conv(32, 64, 128) + 2 * conv(16, 128, 128)
                + conv(16, 128, 256) + conv(8, 256, 512) + 2 * conv(4, 512, 512) + 2 * 512 * 100)
-    ref = benchmark.reference_gflops()
+    ref = flops.reference_gflops()
     assert ref["lab_cnn"] == pytest.approx(lab / 1e9)
     assert ref["resnet9_width1"] == pytest.approx(resnet9 / 1e9)
     assert 1.2 < ref["lab_cnn"] < 1.3 and 0.75 < ref["resnet9_width1"] < 0.77
