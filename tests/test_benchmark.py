@@ -10,15 +10,13 @@ import pytest
 from benchmarks import benchmark, flops
 from conftest import ROOT, assert_clean_error
 
-SCRIPT = ROOT / "benchmarks" / "benchmark.py"
 
-
-def run_benchmark(*args, env=None, module=False):
-    """Run the benchmark in a subprocess (as a file, or with ``-m``)."""
+def run_script(name, *args, env=None, module=False):
+    """Run ``benchmarks/<name>.py`` in a subprocess (as a file, or with ``-m``)."""
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     child_env.pop("CIFAR100_DIR", None)
     child_env.update(env or {})
-    target = ["-m", "benchmarks.benchmark"] if module else [str(SCRIPT)]
+    target = ["-m", f"benchmarks.{name}"] if module else [str(ROOT / "benchmarks" / f"{name}.py")]
     return subprocess.run([sys.executable, *target, *map(str, args)], cwd=ROOT, env=child_env,
                           capture_output=True, text=True, timeout=300)
 
@@ -132,15 +130,14 @@ def test_training_mode_smoke(tmp_path, capsys):
     assert hardware["devices"]
 
 
-# --- CPU data mode and the command line -----------------------------------------------------
+# --- Data loading and the command line -------------------------------------------------------
 
-def test_cpu_data_mode_compares_both_paths(fake_data, tmp_path):
+def test_data_loading_compares_both_paths(fake_data, tmp_path):
     out = tmp_path / "cpu.json"
     # The numpy backend keeps the lab path's `import keras` quick; to_categorical
     # on a list is plain NumPy on every backend.
-    result = run_benchmark("--mode", "cpu-data", "--data-dir", fake_data,
-                           "--allow-md5-mismatch", "--repeats", "1", "--json", out,
-                           env={"KERAS_BACKEND": "numpy"})
+    result = run_script("data_loading", "--data-dir", fake_data, "--allow-md5-mismatch",
+                        "--repeats", "1", "--json", out, env={"KERAS_BACKEND": "numpy"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lab manual (float64)" in result.stdout and "peak RSS" in result.stdout
     figures = json.loads(out.read_text())
@@ -156,13 +153,13 @@ def test_cpu_data_mode_compares_both_paths(fake_data, tmp_path):
     assert not figures["official_files"] and lab["unpickler"] == "restricted"
 
 
-def test_cpu_data_mode_missing_data_is_a_clean_error(tmp_path):
-    result = run_benchmark("--mode", "cpu-data", "--data-dir", tmp_path / "nowhere")
-    assert_clean_error(result, "benchmark: error:", "not found")
+def test_data_loading_missing_data_is_a_clean_error(tmp_path):
+    result = run_script("data_loading", "--data-dir", tmp_path / "nowhere")
+    assert_clean_error(result, "data_loading: error:", "not found")
 
 
 def test_help_as_module():
-    result = run_benchmark("--help", module=True)
+    result = run_script("benchmark", "--help", module=True)
     assert result.returncode == 0
-    for option in ("--mode", "--synthetic", "--eval-every-epoch", "--target", "--json"):
+    for option in ("--synthetic", "--eval-every-epoch", "--target", "--json"):
         assert option in result.stdout
