@@ -1,4 +1,5 @@
-"""The benchmark script: FLOP counting, the training mode and the CPU data mode."""
+"""The benchmark scripts: FLOP counting (flops), training speed (training_speed) and data
+loading on the CPU (data_loading)."""
 
 import json
 import os
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmarks import benchmark, flops
+from benchmarks import flops, training_speed
 from conftest import ROOT, assert_clean_error
 
 
@@ -61,45 +62,57 @@ def test_reference_networks_flops():
     assert 1.2 < ref["lab_cnn"] < 1.3 and 0.75 < ref["resnet9_width1"] < 0.77
 
 
+def test_flops_table(tmp_path, capsys):
+    """The per-layer table of ``benchmarks/flops.py``, in this process."""
+    out = tmp_path / "flops.json"
+    assert flops.main(["--recipe", "fast", "--width", "0.0625", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Forward GFLOPs per image" in printed and "total: fast (width 0.0625)" in printed
+    result = json.loads(out.read_text())
+    assert result["width"] == 0.0625 and len(result["layers"]) == 9  # 8 convolutions + 1 dense
+    assert result["forward_gflops_per_image"] == pytest.approx(
+        sum(layer["gflops"] for layer in result["layers"]))
+
+
 # --- Pure helpers ----------------------------------------------------------------------------
 
 def test_timing_figures_separate_compilation():
-    figures = benchmark.timing_figures([5.0, 1.0, 1.2, 1.1], 1000, 2e9)
+    figures = training_speed.timing_figures([5.0, 1.0, 1.2, 1.1], 1000, 2e9)
     assert figures["steady_epoch_s"] == pytest.approx(1.1)
     assert figures["compile_s"] == pytest.approx(3.9)
     assert figures["images_per_s"] == pytest.approx(1000 / 1.1)
     assert figures["tflops"] == pytest.approx(3 * 2e9 * 1000 / 1.1 / 1e12)
-    assert benchmark.timing_figures([5.0], 1000, 2e9)["steady_epoch_s"] is None
+    assert training_speed.timing_figures([5.0], 1000, 2e9)["steady_epoch_s"] is None
 
 
 def test_time_to_accuracy_first_arrival():
     epochs = [{"epoch": 1, "seconds": 10.0, "test_accuracy": 0.3},
               {"epoch": 2, "seconds": 2.0, "test_accuracy": 0.61},
               {"epoch": 3, "seconds": 2.0, "test_accuracy": 0.65}]
-    hit = benchmark.time_to_accuracy(epochs, 0.6, steady_epoch_s=2.0)
+    hit = training_speed.time_to_accuracy(epochs, 0.6, steady_epoch_s=2.0)
     assert (hit["epoch"], hit["train_s"], hit["steady_train_s"]) == (2, 12.0, 4.0)
-    miss = benchmark.time_to_accuracy(epochs, 0.7, steady_epoch_s=2.0)
+    miss = training_speed.time_to_accuracy(epochs, 0.7, steady_epoch_s=2.0)
     assert miss["epoch"] is None and miss["test_accuracy"] == 0.65
 
 
 def test_option_errors():
     with pytest.raises(SystemExit) as exit_info:
-        benchmark.parse_args(["--recipe", "lab", "--width", "2"])
+        training_speed.parse_args(["--recipe", "lab", "--width", "2"])
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["--target", "150"])
-    assert benchmark.parse_args(["--target", "76"]).target == pytest.approx(0.76)
-    assert benchmark.parse_args(["--target", "0.5"]).eval_every_epoch
+        training_speed.parse_args(["--target", "150"])
+    assert training_speed.parse_args(["--target", "76"]).target == pytest.approx(0.76)
+    assert training_speed.parse_args(["--target", "0.5"]).eval_every_epoch
 
 
-# --- Training mode ---------------------------------------------------------------------------
+# --- Training speed --------------------------------------------------------------------------
 
-def test_training_mode_smoke(tmp_path, capsys):
+def test_training_speed_smoke(tmp_path, capsys):
     """Two epochs on random images, in this process (one Keras import for the module)."""
     out = tmp_path / "train.json"
-    code = benchmark.main(["--synthetic", "256", "--recipe", "fast", "--width", "0.0625",
-                           "--epochs", "2", "--batch-size", "128", "--precision", "float32",
-                           "--eval-every-epoch", "--target", "0.001", "--json", str(out)])
+    code = training_speed.main(["--synthetic", "256", "--recipe", "fast", "--width", "0.0625",
+                                "--epochs", "2", "--batch-size", "128", "--precision", "float32",
+                                "--eval-every-epoch", "--target", "0.001", "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     for label in ("compile time", "steady epoch", "training images/s", "achieved TFLOP/s",
@@ -158,8 +171,14 @@ def test_data_loading_missing_data_is_a_clean_error(tmp_path):
     assert_clean_error(result, "data_loading: error:", "not found")
 
 
-def test_help_as_module():
-    result = run_script("benchmark", "--help", module=True)
-    assert result.returncode == 0
-    for option in ("--synthetic", "--eval-every-epoch", "--target", "--json"):
+@pytest.mark.parametrize("script, options", [
+    ("training_speed", ("--synthetic", "--eval-every-epoch", "--target", "--json")),
+    ("data_loading", ("--data-dir", "--allow-md5-mismatch", "--repeats", "--json")),
+    ("flops", ("--recipe", "--width", "--json")),
+])
+def test_help_as_module(script, options):
+    result = run_script(script, "--help", module=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for option in options:
         assert option in result.stdout
+    assert "--child" not in result.stdout and "--show" not in result.stdout

@@ -8,9 +8,10 @@ CPU, ``benchmarks/flops.py`` prints the counted FLOPs per layer.)
 
 Usage:
 
-    python benchmarks/benchmark.py --recipe fast --eval-every-epoch --target 0.76
-    python benchmarks/benchmark.py --recipe fast --width 0.25 --subset 2000 --epochs 2
-    python benchmarks/benchmark.py --synthetic 512 --epochs 2   # no data set needed
+    python benchmarks/training_speed.py --recipe fast --eval-every-epoch --target 0.76
+    python benchmarks/training_speed.py --recipe fast --width 0.25 --subset 2000 --epochs 2
+    python benchmarks/training_speed.py --synthetic 512 --epochs 2   # no data set needed
+    python -m benchmarks.training_speed --recipe lab --epochs 40 --target 0.575 --json lab.json
 
 The test set is only measured here, never used for any training decision
 (training runs a fixed number of epochs: no early stopping, no model choice).
@@ -25,7 +26,7 @@ from pathlib import Path
 
 STARTED = time.perf_counter()  # for the whole process's wall time
 
-if __package__ in (None, ""):  # run as a file: python benchmarks/benchmark.py
+if __package__ in (None, ""):  # run as a file: python benchmarks/training_speed.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
@@ -53,11 +54,9 @@ def accuracy_target(text):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="benchmark", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="training_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
-                        help="training recipe (network/recipes.py)")
+                        help="training recipe (network/recipes.py; default: fast)")
     parser.add_argument("--epochs", type=cli.positive_int,
                         help="epochs to train, a fixed schedule (default: the recipe's)")
     parser.add_argument("--batch-size", type=cli.positive_int,
@@ -68,7 +67,8 @@ def parse_args(argv=None):
                         help="(peak) learning rate (default: the recipe's)")
     parser.add_argument("--precision", default="auto",
                         choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
-                        help="auto: mixed_bfloat16 for the fast recipe on a GPU, else float32")
+                        help="auto (the default): mixed_bfloat16 for the fast recipe on a GPU, "
+                             "else float32")
     parser.add_argument("--subset", type=cli.positive_int,
                         help="train on only the first N training images")
     parser.add_argument("--test-subset", type=cli.positive_int,
@@ -81,15 +81,11 @@ def parse_args(argv=None):
                              "epochs) for time-to-accuracy; implied by --target")
     parser.add_argument("--target", type=accuracy_target,
                         help="test top-1 accuracy whose first arrival is timed, e.g. 0.76")
-    parser.add_argument("--data-dir", type=Path, default=cli.default_data_dir(),
-                        help="folder with CIFAR-100 'meta', 'train', 'test' "
-                             "(default: $CIFAR100_DIR or data/)")
-    parser.add_argument("--allow-md5-mismatch", action="store_true",
-                        help="accept data files whose MD5 differs from the official ones")
+    # --data-dir, --allow-md5-mismatch and --seed, as every script of the lab has them
+    cli.add_common_arguments(parser, model=False, output=False, show=False, downloads=False)
     parser.add_argument("--no-compile-cache", action="store_true",
                         help="JAX: switch the persistent compilation cache off (a cold start)")
     parser.add_argument("--verbose", action="store_true", help="show Keras's progress bar")
-    parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="also write every figure and the hardware to this JSON file")
     args = parser.parse_args(argv)
@@ -105,7 +101,7 @@ def parse_args(argv=None):
     return args
 
 
-# --- Training mode ------------------------------------------------------------------------
+# --- Training run -------------------------------------------------------------------------
 
 def synthetic_data(n, seed):
     """Random uint8 images and labels: ``n`` for training and ``n`` for testing."""
