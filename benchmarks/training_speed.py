@@ -81,7 +81,7 @@ def parse_args(argv=None):
                              "epochs) for time-to-accuracy; implied by --target")
     parser.add_argument("--target", type=accuracy_target,
                         help="test top-1 accuracy whose first arrival is timed, e.g. 0.76")
-    # --data-dir, --allow-md5-mismatch and --seed, as every script of the lab has them
+    # --data-dir, --allow-md5-mismatch and --seed, as the lab's other scripts have them
     cli.add_common_arguments(parser, model=False, output=False, show=False, downloads=False)
     parser.add_argument("--no-compile-cache", action="store_true",
                         help="JAX: switch the persistent compilation cache off (a cold start)")
