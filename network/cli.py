@@ -71,13 +71,20 @@ def positive_float(text):
     return value
 
 
-def add_common_arguments(parser, *, data=True, model=True, output=True, seed=True):
-    """Options every script shares, with the same names and defaults."""
+def add_common_arguments(parser, *, data=True, model=True, output=True, seed=True, show=True,
+                         downloads=True):
+    """Options every script shares, with the same names and defaults.
+
+    ``show=False`` leaves out --show (a script that draws no figures);
+    ``downloads=False`` is for a script that never downloads the data set:
+    --data-dir's help then does not promise it.
+    """
     if data:
+        fetched = "; downloaded there when missing" if downloads else ""
         parser.add_argument(
             "--data-dir", type=Path, default=default_data_dir(),
             help="folder with CIFAR-100 'meta', 'train', 'test' "
-                 "(default: $CIFAR100_DIR or data/; downloaded there when missing)")
+                 f"(default: $CIFAR100_DIR or data/{fetched})")
         parser.add_argument(
             "--allow-md5-mismatch", action="store_true",
             help="accept data files whose MD5 differs from the official ones "
@@ -90,10 +97,11 @@ def add_common_arguments(parser, *, data=True, model=True, output=True, seed=Tru
                             help="where figures and tables go (default: reports/)")
     if seed:
         parser.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
-    parser.add_argument(
-        "--show", action=argparse.BooleanOptionalAction, default=None,
-        help="show figures in a window (default: only when a display is available); "
-             "figures are always saved as PNG")
+    if show:
+        parser.add_argument(
+            "--show", action=argparse.BooleanOptionalAction, default=None,
+            help="show figures in a window (default: only when a display is available); "
+                 "figures are always saved as PNG")
 
 
 def ensure_writable_dir(parser, path, what):

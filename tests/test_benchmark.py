@@ -1,4 +1,5 @@
-"""The benchmark script: FLOP counting, the training mode and the CPU data mode."""
+"""The benchmark scripts: FLOP counting (flops), training speed (training_speed) and data
+loading on the CPU (data_loading)."""
 
 import json
 import os
@@ -7,18 +8,16 @@ import sys
 
 import pytest
 
-from benchmarks import benchmark
+from benchmarks import flops, training_speed
 from conftest import ROOT, assert_clean_error
 
-SCRIPT = ROOT / "benchmarks" / "benchmark.py"
 
-
-def run_benchmark(*args, env=None, module=False):
-    """Run the benchmark in a subprocess (as a file, or with ``-m``)."""
+def run_script(name, *args, env=None, module=False):
+    """Run ``benchmarks/<name>.py`` in a subprocess (as a file, or with ``-m``)."""
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     child_env.pop("CIFAR100_DIR", None)
     child_env.update(env or {})
-    target = ["-m", "benchmarks.benchmark"] if module else [str(SCRIPT)]
+    target = ["-m", f"benchmarks.{name}"] if module else [str(ROOT / "benchmarks" / f"{name}.py")]
     return subprocess.run([sys.executable, *target, *map(str, args)], cwd=ROOT, env=child_env,
                           capture_output=True, text=True, timeout=300)
 
@@ -44,8 +43,8 @@ def test_count_flops_matches_hand_computation():
                 2 * 3 * 3 * (2 * 2 * 4) * 4,
                 2 * 1 * 1 * (3 * 3 * 4) * 5,
                 2 * 5 * 7]
-    assert [f for _, f in benchmark.flops_by_layer(model)] == expected
-    assert benchmark.count_flops(model) == sum(expected) == 15_406
+    assert [f for _, f in flops.flops_by_layer(model)] == expected
+    assert flops.count_flops(model) == sum(expected) == 15_406
 
 
 def test_reference_networks_flops():
@@ -57,51 +56,63 @@ def test_reference_networks_flops():
                                                          + 1000 * 100))
     resnet9 = (conv(32, 3, 64) + conv(32, 64, 128) + 2 * conv(16, 128, 128)
                + conv(16, 128, 256) + conv(8, 256, 512) + 2 * conv(4, 512, 512) + 2 * 512 * 100)
-    ref = benchmark.reference_gflops()
+    ref = flops.reference_gflops()
     assert ref["lab_cnn"] == pytest.approx(lab / 1e9)
     assert ref["resnet9_width1"] == pytest.approx(resnet9 / 1e9)
     assert 1.2 < ref["lab_cnn"] < 1.3 and 0.75 < ref["resnet9_width1"] < 0.77
 
 
+def test_flops_table(tmp_path, capsys):
+    """The per-layer table of ``benchmarks/flops.py``, in this process."""
+    out = tmp_path / "flops.json"
+    assert flops.main(["--recipe", "fast", "--width", "0.0625", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Forward GFLOPs per image" in printed and "total: fast (width 0.0625)" in printed
+    result = json.loads(out.read_text())
+    assert result["width"] == 0.0625 and len(result["layers"]) == 9  # 8 convolutions + 1 dense
+    assert result["forward_gflops_per_image"] == pytest.approx(
+        sum(layer["gflops"] for layer in result["layers"]))
+
+
 # --- Pure helpers ----------------------------------------------------------------------------
 
 def test_timing_figures_separate_compilation():
-    figures = benchmark.timing_figures([5.0, 1.0, 1.2, 1.1], 1000, 2e9)
+    figures = training_speed.timing_figures([5.0, 1.0, 1.2, 1.1], 1000, 2e9)
     assert figures["steady_epoch_s"] == pytest.approx(1.1)
     assert figures["compile_s"] == pytest.approx(3.9)
     assert figures["images_per_s"] == pytest.approx(1000 / 1.1)
     assert figures["tflops"] == pytest.approx(3 * 2e9 * 1000 / 1.1 / 1e12)
-    assert benchmark.timing_figures([5.0], 1000, 2e9)["steady_epoch_s"] is None
+    assert training_speed.timing_figures([5.0], 1000, 2e9)["steady_epoch_s"] is None
 
 
 def test_time_to_accuracy_first_arrival():
     epochs = [{"epoch": 1, "seconds": 10.0, "test_accuracy": 0.3},
               {"epoch": 2, "seconds": 2.0, "test_accuracy": 0.61},
               {"epoch": 3, "seconds": 2.0, "test_accuracy": 0.65}]
-    hit = benchmark.time_to_accuracy(epochs, 0.6, steady_epoch_s=2.0)
+    hit = training_speed.time_to_accuracy(epochs, 0.6, steady_epoch_s=2.0)
     assert (hit["epoch"], hit["train_s"], hit["steady_train_s"]) == (2, 12.0, 4.0)
-    miss = benchmark.time_to_accuracy(epochs, 0.7, steady_epoch_s=2.0)
+    miss = training_speed.time_to_accuracy(epochs, 0.7, steady_epoch_s=2.0)
     assert miss["epoch"] is None and miss["test_accuracy"] == 0.65
 
 
 def test_option_errors():
     with pytest.raises(SystemExit) as exit_info:
-        benchmark.parse_args(["--recipe", "lab", "--width", "2"])
+        training_speed.parse_args(["--recipe", "lab", "--width", "2"])
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["--target", "150"])
-    assert benchmark.parse_args(["--target", "76"]).target == pytest.approx(0.76)
-    assert benchmark.parse_args(["--target", "0.5"]).eval_every_epoch
+        training_speed.parse_args(["--target", "150"])
+    assert training_speed.parse_args(["--target", "76"]).target == pytest.approx(0.76)
+    assert training_speed.parse_args(["--target", "0.5"]).eval_every_epoch
 
 
-# --- Training mode ---------------------------------------------------------------------------
+# --- Training speed --------------------------------------------------------------------------
 
-def test_training_mode_smoke(tmp_path, capsys):
+def test_training_speed_smoke(tmp_path, capsys):
     """Two epochs on random images, in this process (one Keras import for the module)."""
     out = tmp_path / "train.json"
-    code = benchmark.main(["--synthetic", "256", "--recipe", "fast", "--width", "0.0625",
-                           "--epochs", "2", "--batch-size", "128", "--precision", "float32",
-                           "--eval-every-epoch", "--target", "0.001", "--json", str(out)])
+    code = training_speed.main(["--synthetic", "256", "--recipe", "fast", "--width", "0.0625",
+                                "--epochs", "2", "--batch-size", "128", "--precision", "float32",
+                                "--eval-every-epoch", "--target", "0.001", "--json", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     for label in ("compile time", "steady epoch", "training images/s", "achieved TFLOP/s",
@@ -132,15 +143,14 @@ def test_training_mode_smoke(tmp_path, capsys):
     assert hardware["devices"]
 
 
-# --- CPU data mode and the command line -----------------------------------------------------
+# --- Data loading and the command line -------------------------------------------------------
 
-def test_cpu_data_mode_compares_both_paths(fake_data, tmp_path):
+def test_data_loading_compares_both_paths(fake_data, tmp_path):
     out = tmp_path / "cpu.json"
     # The numpy backend keeps the lab path's `import keras` quick; to_categorical
     # on a list is plain NumPy on every backend.
-    result = run_benchmark("--mode", "cpu-data", "--data-dir", fake_data,
-                           "--allow-md5-mismatch", "--repeats", "1", "--json", out,
-                           env={"KERAS_BACKEND": "numpy"})
+    result = run_script("data_loading", "--data-dir", fake_data, "--allow-md5-mismatch",
+                        "--repeats", "1", "--json", out, env={"KERAS_BACKEND": "numpy"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lab manual (float64)" in result.stdout and "peak RSS" in result.stdout
     figures = json.loads(out.read_text())
@@ -156,13 +166,19 @@ def test_cpu_data_mode_compares_both_paths(fake_data, tmp_path):
     assert not figures["official_files"] and lab["unpickler"] == "restricted"
 
 
-def test_cpu_data_mode_missing_data_is_a_clean_error(tmp_path):
-    result = run_benchmark("--mode", "cpu-data", "--data-dir", tmp_path / "nowhere")
-    assert_clean_error(result, "benchmark: error:", "not found")
+def test_data_loading_missing_data_is_a_clean_error(tmp_path):
+    result = run_script("data_loading", "--data-dir", tmp_path / "nowhere")
+    assert_clean_error(result, "data_loading: error:", "not found")
 
 
-def test_help_as_module():
-    result = run_benchmark("--help", module=True)
-    assert result.returncode == 0
-    for option in ("--mode", "--synthetic", "--eval-every-epoch", "--target", "--json"):
+@pytest.mark.parametrize("script, options", [
+    ("training_speed", ("--synthetic", "--eval-every-epoch", "--target", "--json")),
+    ("data_loading", ("--data-dir", "--allow-md5-mismatch", "--repeats", "--json")),
+    ("flops", ("--recipe", "--width", "--json")),
+])
+def test_help_as_module(script, options):
+    result = run_script(script, "--help", module=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for option in options:
         assert option in result.stdout
+    assert "--child" not in result.stdout and "--show" not in result.stdout
