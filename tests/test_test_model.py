@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import ROOT, run_cli
 from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
 from network import test_model
-from network.cli import LabError
+from network.errors import LabError
 from network.test_model import (
     READ_FAILURES,
     chart_names,
