@@ -87,6 +87,8 @@ def test_training_reports(trained):
         history.columns)
     row = history.iloc[0]
     assert row["epoch"] == 1  # counted from 1, as on the console and in the report
+    # No GPU here: training says so and points the lab recipe to the CPU recipe.
+    assert "No GPU found" in trained["stdout"] and "--recipe cpu" in trained["stdout"]
     assert np.isfinite(row[["loss", "accuracy", "val_loss", "val_accuracy"]]).all()
     assert row["epoch_time_s"] > 0
     assert_png(reports / "training_curves.png")
@@ -139,6 +141,26 @@ def test_evaluation_report_and_figures(evaluated):
     assert "fine_42" not in result.stdout  # the per-class report is in the files only
     assert_png(out / "confusion_matrix.png", min_side=1000)
     assert_png(out / "test_samples.png", min_side=800)
+    assert_png(out / "confident_mistakes.png", min_side=600)
+    assert_png(out / "reliability_diagram.png", min_side=600)
+
+
+def test_evaluation_calibration_and_confident_mistakes(evaluated, trained):
+    """The lab run held out images, so training saved a temperature beside the model;
+    evaluation applies it and reports the calibration error before and after."""
+    out, result = evaluated
+    saved = json.loads(trained["model_path"].with_name("calibration.json").read_text())
+    assert saved["fitted_on"] == "validation" and saved["images"] == 50
+    metrics = json.loads((out / "metrics.json").read_text())
+    calibration = metrics["calibration"]
+    assert calibration["temperature"] == pytest.approx(saved["temperature"])
+    assert calibration["fitted_on"] == "held-out training images"
+    assert 0 <= calibration["ece_calibrated"] <= 1 and 0 <= calibration["ece"] <= 1
+    assert "Calibration error (ECE)" in result.stdout
+    table = pd.read_csv(out / "test_predictions.csv")
+    assert ((table["confidence"] > 0) & (table["confidence"] <= 1)).all()
+    wrong = (table["true"] != table["predicted"]).sum()
+    assert metrics["confident_mistakes"]["mistakes"] == min(16, wrong)
 
 
 # --- Recognising photos ------------------------------------------------------------------------

@@ -24,11 +24,12 @@ pytestmark = pytest.mark.slow
 HEADINGS = ["Summary", "Run settings and hardware", "Training history per epoch",
             "Training curves", "Test metrics", "Per-class precision, recall and F1",
             "Confusion matrix", "Superclass confusion matrix", "Most confused class pairs",
-            "Random test images", "Own images"]
+            "Random test images", "Most confident mistakes",
+            "Can the probabilities be trusted?", "Own images"]
 ANCHORS = ["summary", "settings", "history", "curves", "metrics", "per-class", "confusion",
-           "superclass", "pairs", "samples", "own-images"]
+           "superclass", "pairs", "samples", "mistakes", "calibration", "own-images"]
 EVALUATION_OUTPUTS = ["metrics.json", "classification_report.csv", "confusion_matrix.png",
-                      "test_samples.png"]
+                      "test_samples.png", "confident_mistakes.png", "reliability_diagram.png"]
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
 
 
