@@ -107,6 +107,7 @@ def test_option_errors():
 
 # --- Training speed --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_training_speed_smoke(tmp_path, capsys):
     """Two epochs on random images, in this process (one Keras import for the module)."""
     out = tmp_path / "train.json"
@@ -145,6 +146,7 @@ def test_training_speed_smoke(tmp_path, capsys):
 
 # --- Data loading and the command line -------------------------------------------------------
 
+@pytest.mark.slow
 def test_data_loading_compares_both_paths(fake_data, tmp_path):
     out = tmp_path / "cpu.json"
     # The numpy backend keeps the lab path's `import keras` quick; to_categorical

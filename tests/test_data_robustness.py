@@ -219,6 +219,7 @@ def error_line(result, prog):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_cli_missing_folder_offline(tmp_path):
     folder = tmp_path / "no" / "data"
     url = (tmp_path / "absent.tar.gz").as_uri()
@@ -230,6 +231,7 @@ def test_cli_missing_folder_offline(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.slow
 def test_cli_wrong_md5(tmp_path, fake_data):
     # Run as a file, as from an IDE: files that are not the official ones are refused.
     result = run_cli("train_model", "--data-dir", fake_data, "--output-dir", tmp_path / "out",

@@ -79,6 +79,7 @@ def test_pick_samples_draws_distinct_images(count):
     np.testing.assert_array_equal(chosen, pick_samples(count, seed=3))  # seeded
 
 
+@pytest.mark.slow
 def test_evaluate_grid_shows_16_distinct_test_images(tiny_model, fake_data, tmp_path, capsys,
                                                      monkeypatch):
     """The images handed to the grid are 16 different test images, with their true names."""
@@ -111,6 +112,7 @@ def test_evaluate_grid_shows_16_distinct_test_images(tiny_model, fake_data, tmp_
     assert "Superclass accuracy" in out
 
 
+@pytest.mark.slow
 def test_evaluate_subset_larger_than_test_set(tiny_model, fake_data, tmp_path, capsys):
     from network.evaluate_model import main
 
@@ -130,6 +132,7 @@ def test_evaluate_subset_zero_is_an_argparse_error(tmp_path, capsys):
     assert "usage:" in err and "--subset" in err
 
 
+@pytest.mark.slow
 def test_terminal_shows_headline_figures_and_files_not_the_report(tiny_model, fake_data,
                                                                     tmp_path, capsys):
     from network.evaluate_model import OUTPUTS, main
@@ -162,6 +165,7 @@ def test_a_mistyped_model_path_is_named(tmp_path, capsys):
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_model_taking_uint8_images_gets_them_unscaled(fake_data, tmp_path, capsys):
     # ResNet-9 models take 0-255 images and scale them inside; the lab CNN takes 0-1.
     import keras

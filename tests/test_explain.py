@@ -96,6 +96,7 @@ def test_heat_map_is_one_cheap_batch_of_the_input_size(tiny_model):
     np.testing.assert_allclose(raw / raw.max(), heat, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_heat_map_points_where_the_model_looks(backend, tmp_path):
     if importlib.util.find_spec(backend) is None:

@@ -172,6 +172,7 @@ def test_class_names_of_another_model(tmp_path):
         load_class_names(tmp_path / "model.h5", num_class=100)
 
 
+@pytest.mark.slow
 def test_test_model_without_class_names(tmp_path, trained):
     lonely = tmp_path / "models" / "best_model.h5"
     lonely.parent.mkdir()

@@ -156,6 +156,7 @@ def test_random_crop_flip_and_resnet9_keep_xla_on():
 
 @pytest.mark.skipif(keras.backend.backend() not in ("tensorflow", "jax"),
                     reason="XLA compiles on the TensorFlow and JAX backends")
+@pytest.mark.slow
 def test_random_crop_flip_trains_under_xla():
     # A tiny model so that XLA compiles quickly on a CPU.
     model = keras.Sequential([keras.Input((32, 32, 3)), RandomCropFlip(seed=0),

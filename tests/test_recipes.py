@@ -68,6 +68,7 @@ def test_auto_precision_is_float32_without_a_gpu(restore_policy, monkeypatch):
     assert set_precision("float32", RECIPES["fast"]) == "float32"  # an explicit choice wins
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("minutes, expected", [(1e-4, 1), (1e4, 3)])
 def test_time_budget_plans_whole_epochs_within_bounds(minutes, expected):
     """A budget too small for one epoch still trains one; a huge one stops at the

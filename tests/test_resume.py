@@ -182,6 +182,7 @@ def test_early_stopping_without_state_starts_afresh():
     assert (early_stop.wait, early_stop.best) == (0, None)
 
 
+@pytest.mark.slow
 def test_backup_restores_weights_and_optimizer(tmp_path):
     """StateWriter's backup brings back the weights and the optimizer's step count and
     moments, and keeps only the latest backup."""

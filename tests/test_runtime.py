@@ -130,6 +130,7 @@ def test_importing_the_package_changes_nothing():
 
 # --- A quiet start on every backend -----------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_recognition_starts_quietly_and_names_the_backend(backend, tiny_model, tmp_path):
     if importlib.util.find_spec(backend) is None:
@@ -147,6 +148,7 @@ def test_recognition_starts_quietly_and_names_the_backend(backend, tiny_model, t
         assert "tensorflow" not in loaded  # Keras would import all of it to read a .h5 file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_training_starts_quietly_and_says_when_there_is_no_gpu(backend, fake_data, tmp_path):
     if importlib.util.find_spec(backend) is None:
