@@ -399,21 +399,73 @@ def calibrate(model, val, model_path):
     return round(temperature, 4)
 
 
+def run_training(model, recipe, settings, state, train, val, scope, paths, callbacks=()):
+    """Plan a time budget, restore an interrupted run, fit. Returns (checkpoint,
+    initial epoch, training seconds); ``paths`` are the model path, output and resume
+    folders."""
+    model_path, output_dir, resume_dir = paths
+    started = time.perf_counter()
+    if recipe.minutes and not state:  # a resumed run keeps the epochs planned at its start
+        settings["epochs"], settings["planned_epoch_s"] = plan_epochs(
+            model, recipe, settings, train, scope, started)
+        settings["minutes"] = None  # planned: a resumed run keeps these epochs
+        (resume_dir / RUN_FILE).write_text(json.dumps(settings, indent=1))
+    settings["seconds_before_fit"] = round(time.perf_counter() - started, 2)
+    own, checkpoint = make_callbacks(settings, state, model_path, output_dir, resume_dir,
+                                     has_val=len(val[0]) > 0)
+    initial_epoch = resume_training(model, resume_dir, state, output_dir / "history.csv") \
+        if state else 0
+    fit(model, settings, train, val, [*own, *callbacks], initial_epoch, resume_dir, output_dir)
+    shutil.rmtree(resume_dir, ignore_errors=True)  # the run is complete
+    return checkpoint, initial_epoch, time.perf_counter() - started
+
+
+def summarise(model, checkpoint, data, val, settings, output_dir, show):
+    """Curves, calibration and the final test score; returns train_summary.json's content.
+
+    The saved model (with early stopping: the best epoch's) is the one calibrated
+    and scored. The test set played no part in training.
+    """
+    from network.distribute import devices_in_use
+    from network.model_utils import load_model, model_images
+    from network.reporting import evaluate_probabilities, load_history, plot_history, predict
+
+    model_path = Path(settings["model_path"])
+    history = load_history(output_dir / "history.csv")
+    history.to_csv(output_dir / "history.csv", index=False)  # one clean row per epoch
+    plot_history(history, output_dir / "training_curves.png", show=show)
+    check_finite(history, checkpoint, model_path)
+    if checkpoint.monitor is not None:
+        model = load_model(model_path, num_class=NUM_CLASSES)
+    temperature = calibrate(model, val, model_path)
+    probs = predict(model, model_images(model, data.x_test))
+    test = evaluate_probabilities(probs, data.y_test, data.fine_to_coarse[data.y_test],
+                                  data.fine_to_coarse)
+    return {
+        "settings": settings,
+        "epochs_run": len(history),
+        "epoch_seconds": [round(t, 3) for t in history.get("epoch_time_s", [])],
+        "test": test,
+        "temperature": temperature,
+        "hardware": hardware_info(),
+        "parameters": model.count_params(),
+        "devices_used": devices_in_use(model),
+    }
+
+
 def main(argv=None, extra_callbacks=()):
     runtime.setup_backend_env()
     args = parse_args(argv)
     show = cli.setup_matplotlib(args.show)
-    resume_dir, output_dir = args.output_dir / RESUME_DIR, args.output_dir
-    settings, state = prepare_resume(args, resume_dir)
+    paths = (args.model_path, args.output_dir, args.output_dir / RESUME_DIR)
+    settings, state = prepare_resume(args, paths[2])
     recipe = recipe_from_settings(settings)
-    model_path = Path(settings["model_path"])
+    paths = (Path(settings["model_path"]), *paths[1:])  # a resumed run keeps its model path
 
     import keras
 
     from network.calibration import calibration_path
-    from network.distribute import devices_in_use
-    from network.model_utils import load_model, model_images, save_class_names
-    from network.reporting import evaluate_probabilities, load_history, plot_history, predict
+    from network.model_utils import save_class_names
 
     cli.quiet_keras_warnings()
     data, train, val = load_splits(settings, recipe)
@@ -425,60 +477,21 @@ def main(argv=None, extra_callbacks=()):
         settings, recipe, -(-len(train[0]) // settings["batch_size"]))
     if settings["replicas"] > 1:
         train, val = even_split_for(settings["replicas"], settings["batch_size"], train, val)
-    save_class_names(model_path, data.fine_names, data.coarse_names, data.fine_to_coarse)
-    calibration_path(model_path).unlink(missing_ok=True)  # it belongs to the old model
+    save_class_names(paths[0], data.fine_names, data.coarse_names, data.fine_to_coarse)
+    calibration_path(paths[0]).unlink(missing_ok=True)  # it belongs to the old model
 
-    started = time.perf_counter()
-    if recipe.minutes and not state:  # a resumed run keeps the epochs planned at its start
-        settings["epochs"], settings["planned_epoch_s"] = plan_epochs(
-            model, recipe, settings, train, scope, started)
-        settings["minutes"] = None  # planned: a resumed run keeps these epochs
-        (resume_dir / RUN_FILE).write_text(json.dumps(settings, indent=1))
-    settings["seconds_before_fit"] = round(time.perf_counter() - started, 2)
-    callbacks, checkpoint = make_callbacks(settings, state, model_path, output_dir, resume_dir,
-                                           has_val=len(val[0]) > 0)
-    if note is not None:
-        callbacks.append(note)
-    initial_epoch = resume_training(model, resume_dir, state, output_dir / "history.csv") \
-        if state else 0
-    fit(model, settings, train, val, [*callbacks, *extra_callbacks], initial_epoch,
-        resume_dir, output_dir)
-    train_seconds = time.perf_counter() - started
-    shutil.rmtree(resume_dir, ignore_errors=True)  # the run is complete
-
-    history = load_history(output_dir / "history.csv")
-    history.to_csv(output_dir / "history.csv", index=False)  # one clean row per epoch
-    plot_history(history, output_dir / "training_curves.png", show=show)
-    check_finite(history, checkpoint, model_path)
-
-    # The saved model (with early stopping: the best epoch's) is the one calibrated
-    # and reported.
-    if checkpoint.monitor is not None:
-        model = load_model(model_path, num_class=NUM_CLASSES)
-    temperature = calibrate(model, val, model_path)
-    # Report the final model on the test set (it played no part in training).
-    probs = predict(model, model_images(model, data.x_test))
-    test = evaluate_probabilities(probs, data.y_test, data.fine_to_coarse[data.y_test],
-                                  data.fine_to_coarse)
-    summary = {
-        "settings": settings,
-        "epochs_run": len(history),
-        "resumed_after_epoch": initial_epoch or None,
-        "train_images": len(train[0]),
-        "val_images": len(val[0]),
-        "train_seconds": round(train_seconds, 2),
-        "epoch_seconds": [round(t, 3) for t in history.get("epoch_time_s", [])],
-        "test": test,
-        "temperature": temperature,
-        "hardware": hardware_info(),
-        "parameters": model.count_params(),
-        "devices_used": devices_in_use(model),
-    }
-    cli.write_json_atomic(output_dir / "train_summary.json", summary)
-    resumed = f" (resumed after epoch {initial_epoch})" if initial_epoch else ""
+    checkpoint, initial_epoch, seconds = run_training(
+        model, recipe, settings, state, train, val, scope, paths,
+        [c for c in (note, *extra_callbacks) if c is not None])
+    summary = summarise(model, checkpoint, data, val, settings, paths[1], show)
+    summary.update(resumed_after_epoch=initial_epoch or None, train_images=len(train[0]),
+                   val_images=len(val[0]), train_seconds=round(seconds, 2))
+    cli.write_json_atomic(paths[1] / "train_summary.json", summary)
+    test, resumed = summary["test"], (f" (resumed after epoch {initial_epoch})"
+                                      if initial_epoch else "")
     print(f"Test accuracy {test['accuracy']:.2%} (top-5 {test['top5_accuracy']:.2%}), "
-          f"{len(history) - initial_epoch} epochs in {train_seconds:.1f} s{resumed}")
-    print(f"Model: {model_path}; curves and history in {output_dir}")
+          f"{summary['epochs_run'] - initial_epoch} epochs in {seconds:.1f} s{resumed}")
+    print(f"Model: {paths[0]}; curves and history in {paths[1]}")
     return 0
 
 
