@@ -19,7 +19,6 @@ Usage:
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -31,6 +30,7 @@ STARTED = time.perf_counter()
 if __package__ in (None, ""):  # run as a file: python benchmarks/time_to_accuracy.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cpu_model
 from network import cli
 from network.recipes import RECIPES
 
@@ -80,16 +80,6 @@ def test_curve_callback(x_test, y_test, rows):
                   f"at {rows[-1]['train_s']:.0f} s of training", flush=True)
 
     return TestCurve()
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 def main(argv=None):

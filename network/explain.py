@@ -126,7 +126,7 @@ def overlay_heatmap(image, heat, alpha=0.45, colormap=COLORMAP):
 def plot_explained_top5(image, heat, names, probs, path, title, show=False):
     """Photo | heat-map overlay | top-5 bar chart, in one PNG.
 
-    The bar chart looks like ``reporting.plot_top5``; the middle panel shows
+    The bar chart shows the five most likely classes; the middle panel shows
     where the network found its first class (``names[0]``).
     """
     import matplotlib.pyplot as plt

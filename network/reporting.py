@@ -198,25 +198,3 @@ def plot_test_samples(images, true_names, pred_names, path, show=False):
     fig.suptitle("Random test images with true and predicted labels", fontsize=16)
     fig.tight_layout(rect=(0, 0, 1, 0.98))  # keep the first row's titles off the suptitle
     save_figure(fig, path, show)
-
-
-def plot_top5(image, names, probs, path, title, show=False):
-    """The image beside a horizontal bar chart of its five most likely classes."""
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4),
-                                      gridspec_kw={"width_ratios": [1, 1.4]})
-    left.imshow(image)
-    left.set_title(title, fontsize=11)
-    left.axis("off")
-    positions = np.arange(len(names))[::-1]
-    bars = right.barh(positions, probs, color="tab:blue")
-    right.set_yticks(positions, names, fontsize=11)
-    right.set_xlim(0, 1)
-    right.set_xlabel("Probability")
-    right.bar_label(bars, labels=[f"{p:.1%}" for p in probs], padding=3)
-    for side in ("top", "right"):
-        right.spines[side].set_visible(False)
-    right.set_title("Top-5 prediction", fontsize=12)
-    fig.tight_layout()
-    save_figure(fig, path, show)

@@ -48,6 +48,27 @@ def trained(tmp_path_factory, fake_data):
     return {"model_path": model_path, "reports": out / "reports", "stdout": result.stdout}
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """An untrained 32x32x3 -> 100 classifier saved with its class names (no training):
+    enough to evaluate and recognise."""
+    import json
+
+    import keras
+
+    from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(100, activation="softmax")])
+    model.save(folder / "best_model.h5")
+    (folder / "class_names.json").write_text(json.dumps({
+        "fine_label_names": FINE_NAMES, "coarse_label_names": COARSE_NAMES,
+        "fine_to_coarse": FINE_TO_COARSE.tolist()}))
+    return folder / "best_model.h5"
+
+
 def run_cli(script, *args, env=None, cwd=ROOT, timeout=600, file_mode=False):
     """Run ``python -m network.<script> args`` (or ``python network/<script>.py``).
 

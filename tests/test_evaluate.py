@@ -21,19 +21,6 @@ PROBS = np.array([
 Y_TRUE = np.array([0, 1, 2, 5])
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A small untrained 32x32x3 -> 100 classifier saved as .h5 (no training needed)."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
-                              keras.layers.Dense(100, activation="softmax")])
-    path = tmp_path_factory.mktemp("tiny") / "tiny.h5"
-    model.save(path)
-    return path
-
-
 def test_evaluate_probabilities_exact_values():
     metrics = evaluate_probabilities(PROBS, Y_TRUE, FINE_TO_COARSE[Y_TRUE], FINE_TO_COARSE)
     assert metrics["images"] == 4

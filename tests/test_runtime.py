@@ -5,7 +5,6 @@ the process imported (``LOADED`` below) and at its stderr.
 """
 
 import importlib.util
-import json
 import os
 import re
 import subprocess
@@ -44,24 +43,6 @@ def run_probe(script, *args, env=None):
     loaded = re.findall(r"^LOADED: \[(.*)\]$", result.stderr, re.MULTILINE)
     assert loaded, result.stderr[-3000:]
     return result, set(re.findall(r"'(\w+)'", loaded[-1]))
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """An untrained 32x32x3 -> 100 classifier with its class names (no training)."""
-    import keras
-
-    from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
-
-    folder = tmp_path_factory.mktemp("tiny")
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
-                              keras.layers.Dense(100, activation="softmax")])
-    model.save(folder / "model.h5")
-    (folder / "class_names.json").write_text(json.dumps({
-        "fine_label_names": FINE_NAMES, "coarse_label_names": COARSE_NAMES,
-        "fine_to_coarse": FINE_TO_COARSE.tolist()}))
-    return folder / "model.h5"
 
 
 # --- Answers before Keras ---------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, run_cli
-from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
+from fake_cifar import FINE_NAMES
 from network import test_model
 from network.errors import LabError
 from network.test_model import (
@@ -107,22 +107,6 @@ def mixed_folder(tmp_path_factory):
     (folder / "README.txt").write_text("Not an image: skipped without a word.\n")
     (folder / "._photo.jpg").write_bytes(b"\0\5\26\7 macOS resource fork")
     return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """An untrained 32x32x3 -> 100 classifier with its class names: enough to recognise."""
-    import keras
-
-    folder = tmp_path_factory.mktemp("model")
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
-                              keras.layers.Dense(100, activation="softmax")])
-    model.save(folder / "best_model.h5")
-    (folder / "class_names.json").write_text(json.dumps({
-        "fine_label_names": FINE_NAMES, "coarse_label_names": COARSE_NAMES,
-        "fine_to_coarse": FINE_TO_COARSE.tolist()}))
-    return folder / "best_model.h5"
 
 
 @pytest.fixture(scope="module")
