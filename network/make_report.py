@@ -327,13 +327,16 @@ def main(argv=None):
     trained_model = summary.get("settings", {}).get("model_path")
     history = history.assign(epoch=reporting.epoch_numbers(history))
     best = history["val_loss"].idxmin() if reporting.has_validation(history) else None
+    # Early stopping keeps the epoch of lowest validation loss; a fixed schedule its last.
+    early_stopping = summary.get("settings", {}).get("patience") is not None
+    saved = best if early_stopping else len(history) - 1
     own = own_image_results(out / PREDICTIONS, names)
     ctx = {
         "out": out, "model_path": args.model_path, "summary": summary, "metrics": metrics,
         "settings": summary.get("settings", {}), "coarse_names": coarse_names,
         "other_model": trained_model if trained_model and Path(trained_model).resolve()
         != args.model_path.resolve() else None,
-        "history": history, "best": best,
+        "history": history, "best": best, "saved": saved, "early_stopping": early_stopping,
         "per_class": reporting.per_class_scores(y_true, y_pred, names, fine_to_coarse,
                                                 coarse_names),
         "superclass": reporting.superclass_matrix(y_true, y_pred, fine_to_coarse,
