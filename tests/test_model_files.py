@@ -184,6 +184,7 @@ def test_test_model_without_class_names(tmp_path, trained):
 
 # --- Through the command line: one line on stderr, no traceback -----------------------
 
+@pytest.mark.slow
 def test_evaluate_model_cli_with_a_text_file(not_a_model, fake_data, tmp_path):
     result = run_cli("evaluate_model", "--model-path", not_a_model, "--data-dir", fake_data,
                      "--allow-md5-mismatch", "--output-dir", tmp_path / "out")
@@ -191,6 +192,7 @@ def test_evaluate_model_cli_with_a_text_file(not_a_model, fake_data, tmp_path):
     assert result.returncode == 1
 
 
+@pytest.mark.slow
 def test_test_model_cli_with_a_wrong_model(tmp_path):
     path = tmp_path / "mnist.h5"
     small_model((28, 28, 1), 10).save(path)

@@ -148,6 +148,7 @@ def top5_line(stdout, name):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_mixed_folder_exit_status_and_no_traceback(mixed_run):
     result, _ = mixed_run
     assert result.returncode == 1, result.stderr[-3000:]
@@ -156,6 +157,7 @@ def test_mixed_folder_exit_status_and_no_traceback(mixed_run):
     assert f"{len(UNREADABLE)} input(s) could not be classified" in result.stderr
 
 
+@pytest.mark.slow
 def test_mixed_folder_classifies_every_readable_image(mixed_run):
     result, out = mixed_run
     for name in READABLE:
@@ -166,6 +168,7 @@ def test_mixed_folder_classifies_every_readable_image(mixed_run):
     assert re.match(r"Running on (TensorFlow|JAX|PyTorch), ", result.stdout), result.stdout
 
 
+@pytest.mark.slow
 def test_mixed_folder_one_line_per_unreadable_input(mixed_run):
     result, out = mixed_run
     lines = result.stderr.splitlines()
@@ -179,6 +182,7 @@ def test_mixed_folder_one_line_per_unreadable_input(mixed_run):
         assert name not in result.stderr and name not in result.stdout
 
 
+@pytest.mark.slow
 def test_default_run_classifies_the_sample_photos(tiny_model, tmp_path):
     photos = sorted(p.name for p in (ROOT / "img").iterdir()
                     if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
