@@ -228,8 +228,13 @@ def train_benchmark(args):
     import keras
 
     from network.data_utils import one_hot
-    from network.model_utils import build_for_recipe, compile_for_recipe, model_images
-    from network.train_model import hardware_info, set_precision
+    from network.model_utils import (
+        build_for_recipe,
+        compile_for_recipe,
+        hardware_info,
+        model_images,
+        set_precision,
+    )
 
     cli.quiet_keras_warnings()
     recipe = recipe_with(args.recipe, width=args.width, batch_size=args.batch_size,

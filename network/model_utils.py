@@ -10,6 +10,8 @@ Usage:
 """
 
 import json
+import os
+import platform
 from pathlib import Path
 
 import keras
@@ -212,6 +214,23 @@ def local_devices():
         import torch
 
         return [f"gpu:{i}" for i in range(torch.cuda.device_count())] or ["cpu:0"]
+
+
+def set_precision(precision, recipe):
+    """Set Keras's global dtype policy; ``auto``: bf16 for a recipe that asks for it when a
+    GPU is present, else float32. Returns the policy's name."""
+    if precision == "auto":
+        precision = "mixed_bfloat16" if recipe.mixed_precision and gpu_available() else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    return precision
+
+
+def hardware_info():
+    """The backend, Keras version, devices and machine, for a run's summary."""
+    return {"backend": keras.backend.backend(), "keras": keras.__version__,
+            "devices": local_devices(), "python": platform.python_version(),
+            "machine": platform.machine(), "processor": platform.processor() or None,
+            "cpu_count": os.cpu_count()}
 
 
 # --- Loading saved models ------------------------------------------------------------

@@ -25,8 +25,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
-import platform
 import shutil
 import sys
 import time
@@ -203,17 +201,6 @@ def even_split_for(replicas, batch_size, *splits):
 
 
 # --- Model ------------------------------------------------------------------------------
-
-def set_precision(precision, recipe):
-    import keras
-
-    from network.model_utils import gpu_available
-
-    if precision == "auto":
-        precision = "mixed_bfloat16" if recipe.mixed_precision and gpu_available() else "float32"
-    keras.mixed_precision.set_global_policy(precision)
-    return precision
-
 
 def build_compiled(settings, recipe, steps_per_epoch):
     """The recipe's network, compiled (inside the distribution scope when asked)."""
@@ -427,7 +414,7 @@ def summarise(model, checkpoint, data, val, settings, output_dir, show):
     and scored. The test set played no part in training.
     """
     from network.distribute import devices_in_use
-    from network.model_utils import load_model, model_images
+    from network.model_utils import hardware_info, load_model, model_images
     from network.reporting import evaluate_probabilities, load_history, plot_history, predict
 
     model_path = Path(settings["model_path"])
@@ -465,7 +452,7 @@ def main(argv=None, extra_callbacks=()):
     import keras
 
     from network.calibration import calibration_path
-    from network.model_utils import save_class_names
+    from network.model_utils import save_class_names, set_precision
 
     cli.quiet_keras_warnings()
     data, train, val = load_splits(settings, recipe)
@@ -493,17 +480,6 @@ def main(argv=None, extra_callbacks=()):
           f"{summary['epochs_run'] - initial_epoch} epochs in {seconds:.1f} s{resumed}")
     print(f"Model: {paths[0]}; curves and history in {paths[1]}")
     return 0
-
-
-def hardware_info():
-    import keras
-
-    from network.model_utils import local_devices
-
-    return {"backend": keras.backend.backend(), "keras": keras.__version__,
-            "devices": local_devices(), "python": platform.python_version(),
-            "machine": platform.machine(), "processor": platform.processor() or None,
-            "cpu_count": os.cpu_count()}
 
 
 if __name__ == "__main__":

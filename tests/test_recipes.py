@@ -57,7 +57,7 @@ def restore_policy():
 
 def test_auto_precision_is_float32_without_a_gpu(restore_policy, monkeypatch):
     from network import model_utils
-    from network.train_model import set_precision
+    from network.model_utils import set_precision
 
     monkeypatch.setattr(model_utils, "gpu_available", lambda: False)
     assert set_precision("auto", RECIPES["fast"]) == "float32"
