@@ -16,8 +16,8 @@ Why not Keras's own ``BackupAndRestore`` and ``ModelCheckpoint``? The first
 writes its backup in place, so a kill during the write leaves nothing usable,
 and neither keeps early stopping's counters or the best score across a
 restart; ``ModelCheckpoint`` also overwrites the best model in place. The
-resume logic lives here (``StateWriter`` / ``restore_backup``) and in
-``train_model.prepare_resume`` / ``resume_training``, which use them.
+resume logic lives here (``StateWriter`` backs up, ``restore_backup`` restores);
+``train_model.prepare_resume`` only decides between a fresh and a resumed run.
 
 None of these callbacks has a per-batch hook. Keras runs a training loop
 asynchronously only while every callback's batch hooks are marked
@@ -32,6 +32,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from network.errors import LabError
 from network.files import write_json_atomic
 
 
@@ -145,15 +146,28 @@ class StateWriter(keras.callbacks.Callback):
                 old.unlink(missing_ok=True)
 
 
-def restore_backup(model, resume_dir, state):
-    """Load the weights and optimizer state that ``StateWriter`` backed up.
+def restore_backup(model, resume_dir, state, history_path=None):
+    """Put back what ``StateWriter`` backed up: the weights with the optimizer's state,
+    and (with ``history_path``) history.csv trimmed to the finished epochs.
 
-    Returns the epoch to continue from (``fit``'s ``initial_epoch``).
+    Returns the epoch to continue from (``fit``'s ``initial_epoch``). A history row
+    the killed run wrote after its last backup (or half-wrote) is dropped, so every
+    epoch appears once. A missing or damaged backup is a ``LabError``.
     """
-    if not model.optimizer.built:  # the optimizer's variables must exist to be loaded
-        model.optimizer.build(model.trainable_variables)
-    model.load_weights(Path(resume_dir) / state["weights"])
-    return int(state["epoch"])
+    try:
+        if not model.optimizer.built:  # the optimizer's variables must exist to be loaded
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(Path(resume_dir) / state["weights"])
+    except Exception as err:  # missing or damaged backup: Keras raises many types
+        raise LabError(f"the backup of the interrupted run in {resume_dir} cannot be loaded "
+                       f"({type(err).__name__}): pass --restart to start afresh") from None
+    epoch = int(state["epoch"])
+    if history_path is not None:
+        lines = history_path.read_text().splitlines() if history_path.is_file() else []
+        kept = lines[:1] + [line for line in lines[1:] if line.split(",")[0].isdigit()
+                            and int(line.split(",")[0]) <= epoch]  # epochs count from 1
+        history_path.write_text("".join(f"{line}\n" for line in kept))
+    return epoch
 
 
 class EpochTimer(keras.callbacks.Callback):

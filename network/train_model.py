@@ -291,26 +291,6 @@ def make_callbacks(settings, state, model_path, output_dir, resume_dir, has_val)
     return callbacks, checkpoint
 
 
-def resume_training(model, resume_dir, state, history_path):
-    """Restore the backed-up weights and trim history.csv to the finished epochs.
-
-    Returns the epoch to continue from. A row the killed run wrote after its
-    last backup (or half-wrote) is dropped, so every epoch appears once.
-    """
-    from network.train_callbacks import restore_backup
-
-    try:
-        initial_epoch = restore_backup(model, resume_dir, state)
-    except Exception as err:  # missing or damaged backup: Keras raises many types
-        raise LabError(f"the backup of the interrupted run in {resume_dir} cannot be loaded "
-                       f"({type(err).__name__}): pass --restart to start afresh") from None
-    lines = history_path.read_text().splitlines() if history_path.is_file() else []
-    kept = lines[:1] + [line for line in lines[1:] if line.split(",")[0].isdigit()
-                        and int(line.split(",")[0]) <= initial_epoch]  # epochs count from 1
-    history_path.write_text("".join(f"{line}\n" for line in kept))
-    return initial_epoch
-
-
 def fit(model, settings, train, val, callbacks, initial_epoch, resume_dir, output_dir):
     """``model.fit`` on the prepared images."""
     from network.model_utils import model_images
@@ -390,6 +370,8 @@ def run_training(model, recipe, settings, state, train, val, scope, paths, callb
     """Plan a time budget, restore an interrupted run, fit. Returns (checkpoint,
     initial epoch, training seconds); ``paths`` are the model path, output and resume
     folders."""
+    from network.train_callbacks import restore_backup
+
     model_path, output_dir, resume_dir = paths
     started = time.perf_counter()
     if recipe.minutes and not state:  # a resumed run keeps the epochs planned at its start
@@ -400,7 +382,7 @@ def run_training(model, recipe, settings, state, train, val, scope, paths, callb
     settings["seconds_before_fit"] = round(time.perf_counter() - started, 2)
     own, checkpoint = make_callbacks(settings, state, model_path, output_dir, resume_dir,
                                      has_val=len(val[0]) > 0)
-    initial_epoch = resume_training(model, resume_dir, state, output_dir / "history.csv") \
+    initial_epoch = restore_backup(model, resume_dir, state, output_dir / "history.csv") \
         if state else 0
     fit(model, settings, train, val, [*own, *callbacks], initial_epoch, resume_dir, output_dir)
     shutil.rmtree(resume_dir, ignore_errors=True)  # the run is complete

@@ -212,8 +212,7 @@ def test_backup_restores_weights_and_optimizer(tmp_path):
 
 def test_resume_trims_history_to_the_backed_up_epochs(tmp_path):
     """Rows logged after the last backup (or half-written by the kill) are dropped."""
-    from network.train_callbacks import AtomicCheckpoint, StateWriter
-    from network.train_model import resume_training
+    from network.train_callbacks import AtomicCheckpoint, StateWriter, restore_backup
 
     model = compiled_model()
     model.optimizer.build(model.trainable_variables)
@@ -224,16 +223,16 @@ def test_resume_trims_history_to_the_backed_up_epochs(tmp_path):
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss\n1,4.1\n2,3.9\n3,3.7\n4,3.")  # epoch 3 logged, 4 half-written
     state = json.loads((tmp_path / "state.json").read_text())
-    assert resume_training(compiled_model(), tmp_path, state, history) == 2
+    assert restore_backup(compiled_model(), tmp_path, state, history) == 2
     assert history.read_text() == "epoch,loss\n1,4.1\n2,3.9\n"
 
 
 def test_damaged_backup_says_restart(tmp_path):
-    from network.train_model import resume_training
+    from network.train_callbacks import restore_backup
 
     with pytest.raises(LabError, match="--restart"):
-        resume_training(compiled_model(), tmp_path, {"epoch": 2, "weights": "missing.weights.h5"},
-                        tmp_path / "history.csv")
+        restore_backup(compiled_model(), tmp_path, {"epoch": 2, "weights": "missing.weights.h5"},
+                       tmp_path / "history.csv")
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"no_epoch": 1}'])
