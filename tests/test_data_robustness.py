@@ -1,4 +1,4 @@
-"""Bad data files give one clear LabError naming the file, never a crash (issue 4, Data)."""
+"""Bad data files give one clear LabError naming the file, never a crash."""
 
 import os
 import pickle
