@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/time_to_accura
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cpu_model
-from network import cli
+from network import cli, runtime
 from network.recipes import RECIPES
 
 
@@ -50,15 +50,15 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def test_curve_callback(x_test, y_test, rows):
+def test_curve_callback(data, rows):
     """A callback appending (epoch, training seconds so far, test top-1/top-5) to ``rows``.
 
     Seconds count from the start of ``fit``; ``main`` adds the time training
     spent before it (planning a time budget)."""
     import keras
-    import numpy as np
 
     from network.model_utils import model_images
+    from network.reporting import evaluate_probabilities, predict
 
     class TestCurve(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -66,14 +66,14 @@ def test_curve_callback(x_test, y_test, rows):
 
         def on_epoch_end(self, epoch, logs=None):
             reached = time.perf_counter()
-            probs = self.model.predict(model_images(self.model, x_test), batch_size=500,
-                                       verbose=0)
-            top5 = np.argsort(probs, axis=1)[:, -5:]
+            probs = predict(self.model, model_images(self.model, data.x_test), batch_size=500)
+            test = evaluate_probabilities(probs, data.y_test, data.coarse_test,
+                                          data.fine_to_coarse)
             rows.append({
                 "epoch": epoch + 1,
                 "train_s": round(reached - self.start - self.eval_seconds, 1),
-                "test_accuracy": round(float((probs.argmax(1) == y_test).mean()), 4),
-                "test_top5": round(float((top5 == y_test[:, None]).any(1).mean()), 4),
+                "test_accuracy": round(test["accuracy"], 4),
+                "test_top5": round(test["top5_accuracy"], 4),
             })
             self.eval_seconds += time.perf_counter() - reached
             print(f"  test after epoch {epoch + 1}: {rows[-1]['test_accuracy']:.2%} "
@@ -83,6 +83,7 @@ def test_curve_callback(x_test, y_test, rows):
 
 
 def main(argv=None):
+    runtime.setup_backend_env()  # quiet start-up, as train_model's
     args = parse_args(argv)
     from network import train_model
     from network.data_utils import load_cifar100
@@ -90,7 +91,7 @@ def main(argv=None):
     data = load_cifar100(args.data_dir, download=False,
                          allow_md5_mismatch="--allow-md5-mismatch" in args.train_options)
     rows = []
-    callback = test_curve_callback(data.x_test, data.y_test, rows)
+    callback = test_curve_callback(data, rows)
     del data  # train_model loads its own copy, as a user's run does
     with tempfile.TemporaryDirectory() as tmp:
         keep = args.keep or Path(tmp)

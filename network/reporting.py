@@ -10,7 +10,8 @@ from network.files import save_figure
 
 
 def predict(model, images, batch_size=256):
-    """Class probabilities for float images in [0, 1], as a float32 array."""
+    """Class probabilities for images in the form the model takes
+    (``model_utils.model_images``), as a float32 array."""
     probs = model.predict(images, batch_size=batch_size, verbose=0)
     return np.asarray(probs, dtype=np.float32)
 
