@@ -25,7 +25,6 @@ asynchronously only while every callback's batch hooks are marked
 for each step's results on the host, a device sync per batch.
 """
 
-import os
 import time
 from pathlib import Path
 
@@ -33,18 +32,13 @@ import keras
 import numpy as np
 
 from network.errors import LabError
-from network.files import write_json_atomic
+from network.files import atomic_path, write_json_atomic
 
 
 def atomic_save(model, path):
     """Save ``model`` to ``path`` via a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -131,9 +125,8 @@ class StateWriter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         weights = f"epoch-{epoch + 1}.weights.h5"
-        tmp = self.resume_dir / f".partial-{weights}"
-        self.model.save_weights(tmp)
-        os.replace(tmp, self.resume_dir / weights)
+        with atomic_path(self.resume_dir / weights) as tmp:
+            self.model.save_weights(tmp)
         state = {"epoch": epoch + 1, "weights": weights,
                  "checkpoint_best": _finite(self.checkpoint.best)}
         if self.early_stop is not None:
