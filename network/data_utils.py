@@ -24,6 +24,7 @@ import socket
 import tarfile
 import tempfile
 import types
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from network.errors import LabError
-from network.files import write_json_atomic
+from network.files import atomic_path, write_json_atomic
 
 NUM_CLASSES = 100
 NUM_SUPERCLASSES = 20
@@ -44,7 +45,6 @@ FILE_MD5 = {
     "train": "16019d7e3df5f24257cddd939b257f8d",
     "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
 }
-CITATION = "Alex Krizhevsky, Learning Multiple Layers of Features from Tiny Images, 2009."
 
 
 # --- Reading the pickles safely -------------------------------------------------
@@ -283,7 +283,7 @@ def load_cifar100(data_dir, download=True, allow_md5_mismatch=False, origin=None
     structure, shapes, label ranges; a problem raises ``LabError`` naming the
     file) and keeps the decoded arrays in a cache folder (see
     :func:`default_cache_dir`); later loads memory-map them, as long as each
-    file's size and modification time are those that were checked.
+    file is still the one checked (same size, times and inode).
     """
     data_dir = Path(data_dir)
     if download:
@@ -344,11 +344,20 @@ def _cache_folder(data_dir, cache_dir):
 
 
 def _file_stamps(data_dir):
-    """Size and modification time of each file: what says it is still the one checked."""
+    """What says each file is still the one checked, for free from the file system.
+
+    Size and modification time alone are not enough: ``cp -p``, ``rsync -a``
+    or a restored backup put another file of the same size in place with the
+    old modification time. The inode number changes when a file is replaced
+    by a new one, and the status-change time (ctime) on every write, rename or
+    ``utime``, and no tool can set it back. (On Windows ``st_ctime`` is the
+    creation time: there a file overwritten in place with its old modification
+    time can still pass.)
+    """
     stamps = {}
     for name in FILE_MD5:
         stat = (data_dir / name).stat()
-        stamps[name] = [stat.st_size, stat.st_mtime_ns]
+        stamps[name] = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
     return stamps
 
 
@@ -374,9 +383,8 @@ def _write_cache(cache, data_dir, data, official):
         cache.mkdir(parents=True, exist_ok=True)
         (cache / "stamp.json").unlink(missing_ok=True)
         for name in ARRAYS:
-            tmp = cache / f".{name}.partial.npy"
-            np.save(tmp, getattr(data, name))
-            os.replace(tmp, cache / f"{name}.npy")
+            with atomic_path(cache / f"{name}.npy") as tmp:
+                np.save(tmp, getattr(data, name))
         stamp = {"version": CACHE_VERSION, "files": _file_stamps(data_dir),
                  "official": official, "fine_names": data.fine_names,
                  "coarse_names": data.coarse_names}
@@ -386,7 +394,11 @@ def _write_cache(cache, data_dir, data, official):
 
 
 # --- Download ------------------------------------------------------------------------
+# keras.utils.get_file fetches the archive (progress bar, MD5 check, partial
+# download removed on failure) and unpacks it (skipping members that would land
+# outside its folder). What it cannot do is written here, each piece with why.
 
+ARCHIVE_NAME = "cifar-100-python.tar.gz"
 DOWNLOAD_TIMEOUT_S = 60  # a stalled connection fails instead of hanging forever
 
 
@@ -415,7 +427,7 @@ def ensure_dataset(data_dir, origin=None):
     created = [d for d in (data_dir, *data_dir.parents) if not d.exists()]
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".download-", dir=data_dir)
+        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=data_dir))
     except OSError as err:
         raise LabError(f"cannot write to the data folder {data_dir} ({err.strerror or err}): "
                        "put the files 'meta', 'train', 'test' there yourself or choose "
@@ -424,10 +436,13 @@ def ensure_dataset(data_dir, origin=None):
     try:
         print(f"CIFAR-100 files missing in {data_dir} ({', '.join(missing)}): "
               f"downloading {origin}")
-        archive = _download(origin, staging, data_dir)
-        _unpack(archive, origin, missing, Path(staging))
-        for name in missing:  # everything checked: now move into place
-            os.replace(Path(staging) / name, data_dir / name)
+        _download(origin, staging, data_dir)
+        unpacked = _unpack(origin, staging)
+        _check_members(unpacked, origin, missing)
+        # get_file unpacks into its own folder and checks only the archive's MD5:
+        # the files are moved in here, and only once every one of them matched.
+        for name in missing:
+            os.replace(unpacked / name, data_dir / name)
         done = True
         print(f"CIFAR-100 ready in {data_dir}")
     finally:
@@ -438,39 +453,26 @@ def ensure_dataset(data_dir, origin=None):
                     folder.rmdir()
 
 
-def _unpack(archive, origin, names, staging):
-    """Extract ``names`` from the archive into ``staging``, checking each MD5."""
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for name in names:
-                member = f"cifar-100-python/{name}"
-                try:
-                    source = tar.extractfile(member)
-                except KeyError:
-                    source = None
-                if source is None:
-                    raise LabError(f"the archive from {origin} has no file {member}")
-                with open(staging / name, "wb") as out:
-                    shutil.copyfileobj(source, out)
-                if md5sum(staging / name) != FILE_MD5[name]:
-                    raise LabError(f"{member} in the archive from {origin} has the wrong MD5")
-    except (tarfile.TarError, EOFError, OSError, zlib.error, io.UnsupportedOperation) as err:
-        raise LabError(f"the archive from {origin} could not be unpacked ({err}); run again "
-                       "to retry the download") from None
-
-
 def _download(origin, staging, data_dir):
-    """Fetch the archive into ``staging`` with Keras's progress bar; check its MD5."""
+    """Fetch the archive into ``staging`` with get_file, which checks its MD5."""
     from keras.utils import get_file
 
+    # get_file has no timeout: the socket default is the only way to give it one.
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        archive = get_file("cifar-100-python.tar.gz", origin=origin, cache_dir=staging,
-                           cache_subdir=".")
-    except KeyboardInterrupt:
-        raise
+        get_file(ARCHIVE_NAME, origin=origin, cache_dir=staging, cache_subdir=".",
+                 file_hash=ARCHIVE_MD5, hash_algorithm="md5")
     except Exception as err:  # get_file raises bare Exception, OSError, ValueError
+        archive = staging / ARCHIVE_NAME
+        if isinstance(err, ValueError) and archive.is_file():
+            # A failed transfer is removed; a file kept means its MD5 was wrong.
+            # get_file's message does not give the MD5 found: it is named here.
+            raise LabError(
+                f"the archive downloaded from {origin} has MD5 {md5sum(archive)}, not the "
+                f"official {ARCHIVE_MD5}: it is incomplete or not CIFAR-100. Run again to "
+                f"retry, or put the files 'meta', 'train', 'test' in {data_dir} "
+                "yourself") from None
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise LabError(
             f"could not download CIFAR-100 ({reason}). Run again to retry; without internet, "
@@ -478,10 +480,33 @@ def _download(origin, staging, data_dir):
             f"'test' in {data_dir} (or point --data-dir / $CIFAR100_DIR at them)") from None
     finally:
         socket.setdefaulttimeout(previous)
-    actual = md5sum(archive)
-    if actual != ARCHIVE_MD5:
-        raise LabError(
-            f"the archive downloaded from {origin} has MD5 {actual}, not the official "
-            f"{ARCHIVE_MD5}: it is incomplete or not CIFAR-100. Run again to retry, or put "
-            f"the files 'meta', 'train', 'test' in {data_dir} yourself")
-    return archive
+
+
+def _unpack(origin, staging):
+    """Unpack the downloaded archive with get_file; returns the folder with its files."""
+    from keras.utils import get_file
+
+    failed = f"the archive from {origin} could not be unpacked"
+    try:
+        with warnings.catch_warnings():  # said below as a LabError instead
+            warnings.filterwarnings("ignore", message="Could not extract archive")
+            # Found in ``staging``, so not downloaded again; already checked.
+            folder = Path(get_file(ARCHIVE_NAME, origin=origin, cache_dir=staging,
+                                   cache_subdir=".", extract=True))
+    except (tarfile.TarError, EOFError, OSError, zlib.error, io.UnsupportedOperation) as err:
+        raise LabError(f"{failed} ({err}); run again to retry the download") from None
+    if not folder.is_dir():
+        raise LabError(f"{failed} (not a readable .tar.gz archive); run again to retry the "
+                       "download")
+    return folder / "cifar-100-python"
+
+
+def _check_members(folder, origin, names):
+    """Each of ``names`` must be in the unpacked archive with its official MD5
+    (get_file checks only the archive's own)."""
+    for name in names:
+        member = f"cifar-100-python/{name}"
+        if not (folder / name).is_file():
+            raise LabError(f"the archive from {origin} has no file {member}")
+        if md5sum(folder / name) != FILE_MD5[name]:
+            raise LabError(f"{member} in the archive from {origin} has the wrong MD5")

@@ -1,6 +1,7 @@
 """The cache of decoded arrays: first load, cached load, changed file, read-only data."""
 
 import os
+import pickle
 import shutil
 import stat
 
@@ -44,6 +45,26 @@ def test_a_changed_file_is_checked_and_decoded_again(data_dir, tmp_path):
     assert not isinstance(reloaded.x_train, np.memmap)
     assert len(reloaded.x_train) == 80
     assert isinstance(load(data_dir, cache).x_train, np.memmap)  # cached anew
+
+
+def test_a_file_of_the_same_size_and_modification_time_is_decoded_again(data_dir, tmp_path):
+    # cp -p, rsync -a or a restored backup: other images, same size, the old mtime.
+    cache = tmp_path / "cache"
+    first = load(data_dir, cache)
+    train = data_dir / "train"
+    before = train.stat()
+    with open(train, "rb") as f:
+        raw = pickle.load(f, encoding="latin1")
+    for key in ("data", "fine_labels", "coarse_labels", "filenames"):
+        raw[key] = raw[key][::-1]  # the same images in reverse order: the same size
+    with open(train, "wb") as f:  # written in place: the same inode
+        pickle.dump(raw, f, protocol=2)
+    os.utime(train, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (train.stat().st_size, train.stat().st_mtime_ns) == (before.st_size,
+                                                                before.st_mtime_ns)
+    reloaded = load(data_dir, cache)
+    assert not isinstance(reloaded.x_train, np.memmap)  # not served from the cache
+    np.testing.assert_array_equal(reloaded.x_train, first.x_train[::-1])
 
 
 def test_a_damaged_file_is_refused_even_after_caching(data_dir, tmp_path):
