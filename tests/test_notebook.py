@@ -1,0 +1,142 @@
+"""The lab as a notebook (notebooks/lab.ipynb): saved without outputs, finds the project from
+wherever Jupyter starts, and runs top to bottom (quick run) on the synthetic or real files."""
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import REAL_DATA, ROOT
+from fake_cifar import write_fake_cifar
+
+NOTEBOOK = ROOT / "notebooks" / "lab.ipynb"
+# What a quick run leaves, relative to the output folder (LAB_OUTPUT_DIR).
+OUTPUTS = ("training_curves.png", "history.csv", "train_summary.json", "metrics.json",
+           "classification_report.csv", "confusion_matrix.png", "test_samples.png",
+           "confident_mistakes.png", "predictions/predictions.csv", "report.html")
+ANSI_COLOUR = r"\x1b\[[0-9;]*m"
+
+
+def read_notebook(path=NOTEBOOK):
+    return nbformat.read(path, as_version=4)
+
+
+def cell_source(cell_id):
+    """The source of the notebook's cell with this id."""
+    return next(cell.source for cell in read_notebook().cells if cell.get("id") == cell_id)
+
+
+def test_saved_without_outputs():
+    """Outputs stay out of git: every code cell is saved unrun, so diffs show code only."""
+    notebook = read_notebook()
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code
+    for number, cell in enumerate(code, 1):
+        assert cell.outputs == [], f"code cell {number} ({cell.get('id')}) has outputs"
+        assert cell.execution_count is None, f"code cell {number} ({cell.get('id')}) was run"
+    assert "widgets" not in notebook.metadata  # no saved widget state either
+    assert notebook.metadata.kernelspec.name == "python3"
+
+
+@pytest.mark.parametrize("start", [".", "notebooks", "network"])
+def test_first_cell_finds_the_project(start, monkeypatch):
+    """Started in notebooks/ (Jupyter's default), in the project or below it, the first cell
+    works from the project folder and imports its package."""
+    monkeypatch.chdir(ROOT / start)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    namespace = {}
+    exec(compile(cell_source("find-project"), "find-project", "exec"), namespace)
+    assert namespace["ROOT"] == ROOT
+    assert Path.cwd() == ROOT
+    assert sys.path[0] == str(ROOT)
+
+
+def test_first_cell_outside_the_project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    with pytest.raises(RuntimeError, match="start Jupyter inside the project"):
+        exec(compile(cell_source("find-project"), "find-project", "exec"), {})
+
+
+def test_settings_follow_the_environment(tmp_path, monkeypatch):
+    """The settings cell reads the quick switch, the data, output and model paths from the
+    environment, and passes the MD5 option on to the scripts."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("LAB_QUICK", "1")
+    monkeypatch.setenv("CIFAR100_DIR", str(tmp_path / "cifar"))
+    monkeypatch.setenv("LAB_ALLOW_MD5_MISMATCH", "1")
+    monkeypatch.setenv("LAB_OUTPUT_DIR", str(tmp_path / "out"))
+    monkeypatch.setenv("LAB_MODEL_PATH", str(tmp_path / "m" / "model.h5"))
+    namespace = {}
+    for cell_id in ("find-project", "settings"):
+        exec(compile(cell_source(cell_id), cell_id, "exec"), namespace)
+    assert namespace["QUICK"] is True
+    assert namespace["DATA_OPTIONS"] == ["--data-dir", str(tmp_path / "cifar"),
+                                         "--allow-md5-mismatch"]
+    assert namespace["FILE_OPTIONS"][:4] == ["--model-path", str(tmp_path / "m" / "model.h5"),
+                                             "--output-dir", str(tmp_path / "out")]
+
+
+@pytest.mark.slow
+def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
+    """The quick run executes every cell in a copy of the project started from its notebooks/
+    folder, and leaves the model, the figures and the report in the folders the environment
+    names (nothing in the project's models/, reports/ or data/)."""
+    import nbclient
+    import pandas as pd
+    from nbclient.exceptions import CellExecutionError
+
+    project = tmp_path / "project"
+    for folder in ("network", "img", "notebooks"):
+        shutil.copytree(ROOT / folder, project / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    out = tmp_path / "out"
+    data = REAL_DATA or write_fake_cifar(tmp_path / "cifar", n_train=300, n_test=200)
+    monkeypatch.setenv("LAB_QUICK", "1")
+    monkeypatch.setenv("CIFAR100_DIR", str(data))
+    monkeypatch.setenv("LAB_ALLOW_MD5_MISMATCH", "" if REAL_DATA else "1")
+    monkeypatch.setenv("LAB_OUTPUT_DIR", str(out / "reports"))
+    monkeypatch.setenv("LAB_MODEL_PATH", str(out / "models" / "best_model.h5"))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("LAB_PHOTOS_DIR", raising=False)
+
+    notebook = read_notebook(project / "notebooks" / "lab.ipynb")
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3",
+        resources={"metadata": {"path": str(project / "notebooks")}})
+    failure = None
+    try:
+        client.execute()
+    except CellExecutionError as err:  # the failing cell's source and error, uncoloured
+        failure = re.sub(ANSI_COLOUR, "", str(err))
+    if failure:
+        pytest.fail(f"a notebook cell failed:\n{failure}", pytrace=False)
+
+    for name in ("best_model.h5", "class_names.json"):
+        assert (out / "models" / name).is_file(), name
+    missing = [name for name in OUTPUTS if not (out / "reports" / name).is_file()]
+    assert not missing, f"not written: {missing}"
+    assert not any((project / name).exists() for name in ("models", "reports", "data"))
+
+    summary = json.loads((out / "reports" / "train_summary.json").read_text())
+    assert summary["epochs_run"] == 1
+    assert summary["settings"]["subset"] == min(2000, 300 if not REAL_DATA else 50_000)
+    metrics = json.loads((out / "reports" / "metrics.json").read_text())
+    assert metrics["images"] == min(1000, 200 if not REAL_DATA else 10_000)
+
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code"
+               for output in cell.outputs]
+    text = "".join(output.get("text", "") for output in outputs)
+    assert "Running on " in text                     # the one-line device report
+    assert "Recipe: " in text
+    assert "Report written to" in text
+    images = sum("image/png" in output.get("data", {}) for output in outputs)
+    photos = pd.read_csv(out / "reports" / "predictions" / "predictions.csv")["file"].nunique()
+    # samples, curves, confusion matrix, 16 test images + mistakes, one chart per photo
+    assert photos and images == 1 + 1 + 1 + 2 + photos
