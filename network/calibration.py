@@ -17,13 +17,15 @@ bins' |accuracy - mean confidence| are averaged, weighted by their size
 (scikit-learn has no ECE, so it is computed here).
 
 The fitted temperature travels beside the model as ``calibration.json``, like
-``class_names.json``.
+``class_names.json``; ``calibrate(model, val, model_path)`` fits and saves it
+after training.
 
 Usage:
 
     from network.calibration import (apply_temperature, expected_calibration_error,
-                                      fit_temperature, reliability_diagram)
+                                      fit_temperature, reliability_diagram, temperature_fit)
     T = fit_temperature(val_probs, val_labels)
+    fit = temperature_fit(val_probs, val_labels)   # also says why when T is at a bound
     calibrated = apply_temperature(test_probs, T)
     print(expected_calibration_error(test_probs, test_labels),
           expected_calibration_error(calibrated, test_labels))
@@ -34,9 +36,12 @@ Usage:
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp, softmax
 
 from network.errors import LabError
 from network.files import save_figure, write_json_atomic
@@ -45,7 +50,6 @@ BINS = 15
 T_RANGE = (0.05, 20.0)
 # float32 softmax outputs can underflow to 0; the smallest normal float32 is the floor.
 _FLOOR = float(np.finfo(np.float32).tiny)
-_GOLDEN = (math.sqrt(5) - 1) / 2
 
 
 def _check(probs, labels):
@@ -67,33 +71,62 @@ def _logits(probs):
 def _nll(logits, labels, temperature):
     """Mean negative log-likelihood of softmax(logits / T)."""
     z = logits / temperature
-    top = z.max(axis=1)
-    log_norm = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
-    return float(np.mean(log_norm - z[np.arange(len(z)), labels]))
+    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(z)), labels]))
 
 
-def fit_temperature(probs, labels, bounds=T_RANGE, tolerance=1e-5):
-    """The temperature in ``bounds`` that minimises the NLL of the labelled images.
+@dataclass(frozen=True)
+class TemperatureFit:
+    """A fitted temperature, and whether the search stopped at a bound of its range."""
 
-    The NLL is convex in 1/T, hence unimodal in log T, so a golden-section
-    search on log T finds the minimum without derivatives (or SciPy). A
-    minimum beyond the range returns the nearer bound.
+    temperature: float
+    images: int
+    accuracy: float            # top-1 on the images fitted to
+    classes: int
+    bound: str | None = None   # "lower" or "upper" when the best temperature lies there
+
+    @property
+    def reason(self):
+        """Why the fit stopped at a bound, in one sentence; None when it did not."""
+        if self.bound is None:
+            return None
+        trend = "flatter" if self.bound == "upper" else "sharper"
+        said = (f"the fit stopped at the {self.bound} bound of its range ({self.temperature:g}): "
+                f"the {trend} the probabilities, the better they fit these {self.images} "
+                f"images (top-1 {self.accuracy:.1%}")
+        if self.bound == "upper":
+            return (f"{said}, chance {1 / self.classes:.0%}); the model's confidence says "
+                    "nothing about being right yet, so there is nothing to calibrate")
+        return f"{said}); too few or too easy images to calibrate on"
+
+
+def temperature_fit(probs, labels, bounds=T_RANGE, tolerance=1e-5):
+    """The temperature in ``bounds`` that minimises the NLL of the labelled images, as a
+    :class:`TemperatureFit` that says whether it lies at a bound.
+
+    The NLL is convex in 1/T, hence unimodal in log T: a bounded scalar search
+    on log T finds the minimum. A minimum at or beyond the range returns the
+    nearer bound: for a model at chance the NLL keeps falling as T grows (the
+    flattest probabilities fit best), for one right on every image as T shrinks.
     """
     probs, labels = _check(probs, labels)
     logits = _logits(probs)
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    fa, fb = _nll(logits, labels, math.exp(a)), _nll(logits, labels, math.exp(b))
-    while hi - lo > tolerance:
-        if fa <= fb:  # the minimum lies left of b
-            hi, b, fb = b, a, fa
-            a = hi - _GOLDEN * (hi - lo)
-            fa = _nll(logits, labels, math.exp(a))
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + _GOLDEN * (hi - lo)
-            fb = _nll(logits, labels, math.exp(b))
-    return math.exp((lo + hi) / 2)
+    log_bounds = (math.log(bounds[0]), math.log(bounds[1]))
+    result = minimize_scalar(lambda log_t: _nll(logits, labels, math.exp(log_t)),
+                             bounds=log_bounds, method="bounded", options={"xatol": tolerance})
+    temperature, bound = math.exp(result.x), None
+    # The search never evaluates the bounds themselves: one that fits at least as
+    # well as its best point means the minimum lies there or beyond.
+    for name, value in (("upper", bounds[1]), ("lower", bounds[0])):
+        if _nll(logits, labels, value) <= result.fun:
+            temperature, bound = value, name
+            break
+    accuracy = float(np.mean(probs.argmax(axis=1) == labels))
+    return TemperatureFit(temperature, len(labels), accuracy, probs.shape[1], bound)
+
+
+def fit_temperature(probs, labels, bounds=T_RANGE, tolerance=1e-5):
+    """The fitted temperature alone (see :func:`temperature_fit`)."""
+    return temperature_fit(probs, labels, bounds, tolerance).temperature
 
 
 def apply_temperature(probs, temperature):
@@ -101,10 +134,7 @@ def apply_temperature(probs, temperature):
     if not (temperature > 0 and math.isfinite(temperature)):
         raise LabError(f"temperature must be a positive number, got {temperature}")
     probs = np.asarray(probs)
-    z = _logits(probs.astype(np.float64)) / temperature
-    z -= z.max(axis=-1, keepdims=True)  # exp never overflows
-    scaled = np.exp(z)
-    scaled /= scaled.sum(axis=-1, keepdims=True)
+    scaled = softmax(_logits(probs.astype(np.float64)) / temperature, axis=-1)
     return scaled.astype(np.float32 if probs.dtype == np.float32 else np.float64)
 
 
@@ -121,12 +151,8 @@ def bin_statistics(probs, labels, bins=BINS):
     confidence NaN.
     """
     probs, labels = _check(probs, labels)
-    return _bins(probs.max(axis=1), probs.argmax(axis=1) == labels, bins)
-
-
-def _bins(confidence, correct, bins):
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
     which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
     counts = np.bincount(which, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -138,17 +164,6 @@ def _bins(confidence, correct, bins):
 def expected_calibration_error(probs, labels, bins=BINS):
     """Top-label ECE: the size-weighted mean |accuracy - confidence| over equal-width bins."""
     return _ece(*bin_statistics(probs, labels, bins))
-
-
-def ece_from_confidence(confidence, correct, bins=BINS):
-    """The same ECE from each image's top probability and whether it was right.
-
-    For tables that keep only those (e.g. a ``confidence`` column beside the
-    true and predicted classes).
-    """
-    if len(confidence) != len(correct) or len(confidence) == 0:
-        raise LabError(f"{len(confidence)} confidences for {len(correct)} answers")
-    return _ece(*_bins(confidence, correct, bins))
 
 
 def _ece(counts, accuracy, confidence):
@@ -302,3 +317,24 @@ def load_temperature(model_path):
         raise LabError(f"{path} was fitted for another model file: calibrate again "
                        "or delete it")
     return float(temperature)
+
+
+def calibrate(model, val, model_path):
+    """Fit the temperature that makes the saved model's probabilities honest on the
+    hold-out images ``val`` (images, labels), save it beside the model and say so in
+    one line. Returns it rounded, or None without a hold-out.
+
+    A fit that stops at a bound of its range (a model at chance, or one right on
+    nearly every held-out image) is saved too, and the line says why.
+    """
+    from network.model_utils import model_images
+    from network.reporting import predict
+
+    images, labels = val[0], val[1]
+    if len(images) < 2:
+        return None
+    fit = temperature_fit(predict(model, model_images(model, images)), labels)
+    save_temperature(model_path, fit.temperature, fitted_on="validation", images=len(images))
+    line = f"Calibrated on {len(images)} held-out images: temperature {fit.temperature:.3f}"
+    print(line if fit.bound is None else f"{line}, but {fit.reason}")
+    return round(fit.temperature, 4)

@@ -8,16 +8,17 @@ import pytest
 from network.calibration import (
     apply_temperature,
     bin_statistics,
+    calibrate,
     calibration_path,
     calibration_summary,
     cross_fitted,
-    ece_from_confidence,
     expected_calibration_error,
     fit_temperature,
     load_temperature,
     nll,
     reliability_diagram,
     save_temperature,
+    temperature_fit,
 )
 from network.errors import LabError
 
@@ -48,10 +49,23 @@ def test_fit_temperature_recovers_a_known_temperature(true_temperature):
     assert fit_temperature(probs, labels) == pytest.approx(true_temperature, rel=0.05)
 
 
-def test_fit_temperature_stays_in_range():
-    # Always right with certainty: sharper is always better, up to the lower bound.
+def test_fit_temperature_stays_in_range_and_says_why_at_a_bound():
+    # Always right: sharper is always better, up to the lower bound.
     probs = np.array([[0.9, 0.1], [0.2, 0.8]])
-    assert fit_temperature(probs, [0, 1]) == pytest.approx(0.05, rel=1e-3)
+    assert fit_temperature(probs, [0, 1]) == 0.05
+    fit = temperature_fit(probs, [0, 1])
+    assert fit.bound == "lower" and fit.accuracy == 1.0
+    assert "lower bound of its range (0.05)" in fit.reason and "too few" in fit.reason
+    # A model at chance: its confidence says nothing, so the flattest fits best.
+    rng = np.random.default_rng(0)
+    chance = rng.dirichlet(np.ones(100), size=500).astype(np.float32)
+    fit = temperature_fit(chance, rng.integers(0, 100, 500))
+    assert fit.temperature == 20.0 and fit.bound == "upper"
+    assert "upper bound of its range (20)" in fit.reason and "chance 1%" in fit.reason
+    # Inside the range: no bound, no reason.
+    logits, labels = synthetic(n=2000)
+    fit = temperature_fit(softmax(logits * 2), labels)
+    assert fit.bound is None and fit.reason is None and 1.5 < fit.temperature < 2.5
 
 
 def test_apply_temperature_is_stable_and_keeps_the_prediction():
@@ -80,11 +94,9 @@ def test_ece_by_hand():
     assert counts.sum() == 4 and counts[12] == 2 and counts[14] == 2
     assert accuracy[12] == pytest.approx(0.5) and confidence[14] == pytest.approx(0.95)
     assert np.isnan(accuracy[0])  # empty bin
-    # The same from the top probabilities and right/wrong alone.
-    assert ece_from_confidence([0.84, 0.86, 0.95, 0.95], [True, False, True, True]) == (
-        pytest.approx(0.2))
-    with pytest.raises(LabError, match="confidences"):
-        ece_from_confidence([0.5], [True, False])
+    # Only the top probability and whether it was right count: the first image
+    # wrong instead of the second gives the same bins.
+    assert expected_calibration_error(probs, [1, 1, 0, 1]) == pytest.approx(0.2)
 
 
 def test_ece_small_when_calibrated_large_when_over_confident_and_fixed_by_temperature():
@@ -181,3 +193,37 @@ def test_save_refuses_a_meaningless_temperature(tmp_path):
         with pytest.raises(LabError, match="positive"):
             save_temperature(tmp_path / "best_model.h5", bad)
     assert not calibration_path(tmp_path / "best_model.h5").exists()
+
+
+def logit_model():
+    """A Keras model that turns its input into probabilities with a softmax alone: fed
+    logits x 255 (the lab CNN's input is scaled by 1/255), it outputs softmax(logits)."""
+    import keras
+
+    return keras.Sequential([keras.Input((10,)), keras.layers.Activation("softmax")])
+
+
+def test_calibrate_fits_and_saves_beside_the_model(tmp_path, capsys):
+    logits, labels = synthetic(n=3000)
+    model_path = tmp_path / "best_model.h5"
+    temperature = calibrate(logit_model(), (logits * 3 * 255, labels), model_path)
+    assert temperature == pytest.approx(3.0, rel=0.05) and temperature == round(temperature, 4)
+    assert load_temperature(model_path) == pytest.approx(temperature, abs=1e-4)
+    saved = json.loads(calibration_path(model_path).read_text())
+    assert saved["fitted_on"] == "validation" and saved["images"] == 3000
+    printed = capsys.readouterr().out
+    assert printed == f"Calibrated on 3000 held-out images: temperature {temperature:.3f}\n"
+
+
+def test_calibrate_without_a_hold_out_or_at_chance(tmp_path, capsys):
+    model_path = tmp_path / "best_model.h5"
+    assert calibrate(logit_model(), (np.zeros((0, 10)), np.zeros(0, int)), model_path) is None
+    assert not calibration_path(model_path).exists() and capsys.readouterr().out == ""
+    # Logits unrelated to the labels: a model at chance.
+    rng = np.random.default_rng(1)
+    images, labels = rng.normal(0, 255, size=(400, 10)), rng.integers(0, 10, 400)
+    assert calibrate(logit_model(), (images, labels), model_path) == 20.0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("Calibrated on 400 held-out images: temperature 20.000, but the "
+                           "fit stopped at the upper bound")
+    assert line.endswith("there is nothing to calibrate")
