@@ -1,13 +1,17 @@
 """The lab as a notebook (notebooks/lab.ipynb): saved without outputs, finds the project from
 wherever Jupyter starts, and runs top to bottom (quick run) on the synthetic or real files."""
 
+import io
 import json
 import re
 import shutil
 import sys
+import types
+import zipfile
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from conftest import REAL_DATA, ROOT
@@ -83,13 +87,80 @@ def test_settings_follow_the_environment(tmp_path, monkeypatch):
                                              "--output-dir", str(tmp_path / "out")]
 
 
+def run_cell(cell_id, namespace):
+    exec(compile(cell_source(cell_id), cell_id, "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture
+def colab(monkeypatch):
+    """A stand-in for ``google.colab``: ``files.upload`` returns what ``uploads`` holds,
+    ``files.download`` records its paths in ``downloads``."""
+    stand_in = types.ModuleType("google.colab")
+    stand_in.uploads, stand_in.downloads = {}, []
+    stand_in.files = types.SimpleNamespace(upload=lambda: dict(stand_in.uploads),
+                                           download=stand_in.downloads.append)
+    monkeypatch.setitem(sys.modules, "google.colab", stand_in)
+    return stand_in
+
+
+@pytest.mark.parametrize("keras_version", ["3.15.1", "3.8.0"])
+def test_colab_installs_only_what_is_missing(keras_version, monkeypatch, capsys):
+    """On Colab the install cell leaves what the image has alone (TensorFlow is never named)
+    and upgrades Keras only when it is older than the lab needs."""
+    import importlib.metadata
+
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: keras_version
+                        if name == "keras" else real_version(name))
+    calls = []
+    run_cell("colab-install", {"IN_COLAB": True, "sys": sys,
+                               "subprocess": types.SimpleNamespace(
+                                   run=lambda command, **kwargs: calls.append(command))})
+    if keras_version == "3.15.1":  # every module the lab needs is installed for the tests
+        assert calls == []
+        assert "nothing" in capsys.readouterr().out
+    else:
+        assert calls == [[sys.executable, "-m", "pip", "install", "-q", "keras>=3.11.3"]]
+
+
+def test_colab_upload_and_download(colab, tiny_model, tmp_path, monkeypatch):
+    """On Colab, uploaded photos are recognised from their own folder, and the model folder
+    (zipped) and the report are downloaded."""
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (40, 30), (200, 120, 20)).save(buffer, format="PNG")
+    colab.uploads = {"lion.png": buffer.getvalue()}
+    monkeypatch.chdir(tmp_path)
+    Path("lion.png").write_bytes(buffer.getvalue())  # Colab saves uploads in the working folder
+    shown = []
+    out = tmp_path / "out"
+    namespace = run_cell("photos", {
+        "UPLOAD": True, "ROOT": tmp_path, "PHOTOS": ROOT / "img", "MODEL_PATH": tiny_model,
+        "OUTPUT_DIR": out, "Path": Path, "pd": pd,
+        "display": shown.append, "Image": lambda filename: filename})
+    assert namespace["photos"] == [tmp_path / "my_photos"]
+    assert (tmp_path / "my_photos" / "lion.png").is_file()
+    assert not Path("lion.png").exists()
+    assert shown == [str(out / "predictions" / "lion_top5.png")]
+
+    report = out / "report.html"
+    report.write_text("<html></html>")
+    run_cell("keep", {"IN_COLAB": True, "OUTPUT_DIR": out, "MODEL_PATH": tiny_model,
+                      "REPORT": report})
+    archive, downloaded_report = colab.downloads
+    assert downloaded_report == str(report)
+    with zipfile.ZipFile(archive) as zipped:
+        assert {"best_model.h5", "class_names.json"} <= set(zipped.namelist())
+
+
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     """The quick run executes every cell in a copy of the project started from its notebooks/
     folder, and leaves the model, the figures and the report in the folders the environment
     names (nothing in the project's models/, reports/ or data/)."""
     import nbclient
-    import pandas as pd
     from nbclient.exceptions import CellExecutionError
 
     project = tmp_path / "project"
