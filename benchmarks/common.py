@@ -3,8 +3,8 @@
 import platform
 from pathlib import Path
 
-from network import cli
 from network.errors import LabError
+from network.files import write_json_atomic
 
 
 def cpu_model():
@@ -51,5 +51,5 @@ def print_table(title, rows):
 
 def write_json(path, result):
     """Write every figure to ``path`` (atomically) and say so."""
-    cli.write_json_atomic(path, result)
+    write_json_atomic(path, result)
     print(f"\nFigures written to {path}")

@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/flops.py
 from benchmarks.common import print_table, write_json
 from network import cli, runtime
 from network.data_utils import NUM_CLASSES
-from network.recipes import RECIPES
+from network.recipes import RECIPES, recipe_with
 
 TRAIN_FLOPS_FACTOR = 3  # backward pass ~ 2x forward: training ~ 3x forward FLOPs
 
@@ -94,13 +94,13 @@ def parse_args(argv=None):
                         help="the recipe whose network is counted (network/recipes.py; "
                              "default: fast)")
     parser.add_argument("--width", type=cli.positive_float,
-                        help="fast recipe: channel width multiplier (default: the recipe's)")
+                        help="ResNet-9 recipes: channel width multiplier (default: the recipe's)")
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
 
-    if args.width is not None and args.recipe != "fast":
-        parser.error("--width applies to the fast recipe only")
+    if args.width is not None and RECIPES[args.recipe].network != "resnet9":
+        parser.error(f"--width applies to the ResNet-9 recipes only, not {args.recipe}")
     if args.json is not None:
         cli.ensure_writable_dir(parser, args.json.resolve().parent, "folder for --json")
     return args
@@ -108,17 +108,14 @@ def parse_args(argv=None):
 
 def flops_report(args):
     """Forward FLOPs of the lab CNN, ResNet-9 and the chosen recipe's network."""
-    import dataclasses
-
     import keras
 
     from network.model_utils import build_for_recipe
 
-    recipe = RECIPES[args.recipe]
-    recipe = dataclasses.replace(recipe, width=args.width or recipe.width)
+    recipe = recipe_with(args.recipe, width=args.width)
     model = build_for_recipe(recipe, NUM_CLASSES)
     return {"mode": "flops", "backend": keras.backend.backend(), "recipe": recipe.name,
-            "width": recipe.width if recipe.name != "lab" else None,
+            "width": recipe.width if recipe.network == "resnet9" else None,
             "forward_gflops_per_image": count_flops(model) / 1e9,
             "layers": [{"name": n, "gflops": f / 1e9} for n, f in flops_by_layer(model)],
             "reference_forward_gflops_per_image": reference_gflops()}

@@ -1,6 +1,6 @@
 """Benchmark the speed and time-to-accuracy of the lab's training recipes.
 
-Trains a recipe (``lab`` or ``fast``) for a fixed number of epochs and prints
+Trains a recipe (``lab``, ``cpu`` or ``fast``) for a fixed number of epochs and prints
 compile time, steady-state epoch time, training images/s, achieved TFLOP/s
 (from the network's counted FLOPs), time-to-accuracy and the final test
 top-1/top-5. (``benchmarks/data_loading.py`` compares the data paths on the
@@ -18,6 +18,7 @@ The test set is only measured here, never used for any training decision
 """
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -60,9 +61,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=cli.positive_int,
                         help="epochs to train, a fixed schedule (default: the recipe's)")
     parser.add_argument("--batch-size", type=cli.positive_int,
-                        help="default: the recipe's (lab 64, fast 512)")
+                        help="default: the recipe's (lab 64, cpu 256, fast 512)")
     parser.add_argument("--width", type=cli.positive_float,
-                        help="fast recipe: channel width multiplier (default: the recipe's)")
+                        help="ResNet-9 recipes: channel width multiplier (default: the recipe's)")
     parser.add_argument("--learning-rate", type=cli.positive_float,
                         help="(peak) learning rate (default: the recipe's)")
     parser.add_argument("--precision", default="auto",
@@ -90,8 +91,8 @@ def parse_args(argv=None):
                         help="also write every figure and the hardware to this JSON file")
     args = parser.parse_args(argv)
 
-    if args.width is not None and args.recipe != "fast":
-        parser.error("--width applies to the fast recipe only")
+    if args.width is not None and RECIPES[args.recipe].network != "resnet9":
+        parser.error(f"--width applies to the ResNet-9 recipes only, not {args.recipe}")
     if args.synthetic is not None and args.subset is not None:
         parser.error("--synthetic N sets the number of images: leave out --subset")
     if args.target is not None:
@@ -197,94 +198,28 @@ def time_to_accuracy(epochs, target, steady_epoch_s):
             "test_accuracy": max((r.get("test_accuracy", 0.0) for r in epochs), default=None)}
 
 
-def device_kind():
-    """The accelerator's name (e.g. 'NVIDIA H100 80GB HBM3'), or None on CPU."""
-    import keras
-
-    backend = keras.backend.backend()
-    try:
-        if backend == "jax":
-            import jax
-
-            device = jax.devices()[0]
-            return device.device_kind if device.platform != "cpu" else None
-        if backend == "torch":
-            import torch
-
-            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            return tf.config.experimental.get_device_details(gpus[0]).get(
-                "device_name") if gpus else None
-    except Exception:  # device queries are best effort
-        return None
-    return None
-
-
 def train_benchmark(args):
     """Train the recipe for a fixed number of epochs and gather every figure."""
     import keras
 
-    from network.data_utils import one_hot
-    from network.model_utils import (
-        build_for_recipe,
-        compile_for_recipe,
-        hardware_info,
-        model_images,
-        set_precision,
-    )
-
     cli.quiet_keras_warnings()
     recipe = recipe_with(args.recipe, width=args.width, batch_size=args.batch_size,
                          epochs=args.epochs, learning_rate=args.learning_rate)
-
-    x_train, y_train, x_test, y_test = load_data(args)
-    keras.utils.set_random_seed(args.seed)
-    precision = set_precision(args.precision, recipe)
-    model = build_for_recipe(recipe, NUM_CLASSES, seed=args.seed)
-    x_train, y_train = model_images(model, x_train), one_hot(y_train, NUM_CLASSES)
-    x_test, y_test = model_images(model, x_test), one_hot(y_test, NUM_CLASSES)
-    steps = -(-len(x_train) // recipe.batch_size)
-    compile_for_recipe(model, recipe, steps)
+    model, precision, (x_train, y_train, x_test, y_test) = build_and_load(args, recipe)
     forward_flops = count_flops(model)
-    eval_batch = max(recipe.batch_size, 256)
-
     print(f"Benchmark: recipe {recipe.name}, backend {keras.backend.backend()}, "
           f"{len(x_train)} training images, {recipe.epochs} epochs, batch {recipe.batch_size}, "
           f"{precision}", flush=True)
-    epochs = []
-    evaluate = make_evaluator(model, x_test, y_test, eval_batch)
-    fit_start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.epochs,
-              callbacks=[epoch_callback(epochs, evaluate if args.eval_every_epoch else None)],
-              verbose=1 if args.verbose else 0)
-    fit_seconds = time.perf_counter() - fit_start
+    evaluate = make_evaluator(model, x_test, y_test, max(recipe.batch_size, 256))
+    epochs, fit_seconds = timed_fit(model, recipe, x_train, y_train,
+                                    evaluate if args.eval_every_epoch else None, args.verbose)
     final = ({k: epochs[-1][k] for k in ("test_accuracy", "test_top5", "eval_seconds")}
              if args.eval_every_epoch else evaluate())
-
     timing = timing_figures([row["seconds"] for row in epochs], len(x_train), forward_flops)
-    hardware = {**hardware_info(), "device_kind": device_kind(), "cpu_model": cpu_model(),
-                "jax_compilation_cache": os.environ.get("JAX_COMPILATION_CACHE_DIR") or None}
-    settings = {
-        "recipe": recipe.name,
-        "backend": keras.backend.backend(),
-        "batch_size": recipe.batch_size,
-        "width": recipe.width if recipe.network == "resnet9" else None,  # the lab CNN has none
-        "epochs": recipe.epochs,
-        "learning_rate": recipe.learning_rate,
-        "precision": precision,
-        "subset": args.subset,
-        "test_subset": args.test_subset,
-        "synthetic": args.synthetic,
-        "data_dir": None if args.synthetic else str(args.data_dir),
-        "seed": args.seed,
-    }
     return {
         "mode": "train",
-        "settings": settings,
-        "hardware": hardware,
+        "settings": run_settings(args, recipe, precision),
+        "hardware": hardware(),
         "model": {"name": model.name, "parameters": model.count_params(),
                   "forward_gflops_per_image": forward_flops / 1e9,
                   "train_gflops_per_image": TRAIN_FLOPS_FACTOR * forward_flops / 1e9},
@@ -299,6 +234,69 @@ def train_benchmark(args):
                              if args.target is not None else None),
         "test": {"accuracy": final["test_accuracy"], "top5_accuracy": final["test_top5"]},
     }
+
+
+def build_and_load(args, recipe):
+    """The recipe's network, built and compiled in the chosen precision, and the data
+    in the form it takes. Returns (model, precision, (x_train, y_train, x_test, y_test))."""
+    import keras
+
+    from network.data_utils import one_hot
+    from network.model_utils import (
+        build_for_recipe,
+        compile_for_recipe,
+        model_images,
+        set_precision,
+    )
+
+    x_train, y_train, x_test, y_test = load_data(args)
+    keras.utils.set_random_seed(args.seed)
+    precision = set_precision(args.precision, recipe)
+    model = build_for_recipe(recipe, NUM_CLASSES, seed=args.seed)
+    compile_for_recipe(model, recipe, math.ceil(len(x_train) / recipe.batch_size))
+    data = (model_images(model, x_train), one_hot(y_train, NUM_CLASSES),
+            model_images(model, x_test), one_hot(y_test, NUM_CLASSES))
+    return model, precision, data
+
+
+def timed_fit(model, recipe, x_train, y_train, evaluate=None, verbose=False):
+    """Train for the recipe's epochs, timing each (and evaluating after each, outside
+    the timing, with ``evaluate``). Returns (per-epoch rows, fit seconds)."""
+    epochs = []
+    start = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.epochs,
+              callbacks=[epoch_callback(epochs, evaluate)], verbose=1 if verbose else 0)
+    return epochs, time.perf_counter() - start
+
+
+def run_settings(args, recipe, precision):
+    """What was run, for the JSON file."""
+    import keras
+
+    return {
+        "recipe": recipe.name,
+        "backend": keras.backend.backend(),
+        "batch_size": recipe.batch_size,
+        "width": recipe.width if recipe.network == "resnet9" else None,  # the lab CNN has none
+        "epochs": recipe.epochs,
+        "learning_rate": recipe.learning_rate,
+        "precision": precision,
+        "subset": args.subset,
+        "test_subset": args.test_subset,
+        "synthetic": args.synthetic,
+        "data_dir": None if args.synthetic else str(args.data_dir),
+        "seed": args.seed,
+    }
+
+
+def hardware():
+    """The backend, devices and machine, with the accelerator's and the CPU's names."""
+    from network.model_utils import hardware_info
+
+    accelerators = runtime.accelerators()
+    return {**hardware_info(), "device_kind": accelerators[0][1] if accelerators else None,
+            "cpu_model": cpu_model(),
+            "jax_compilation_cache": os.environ.get("JAX_COMPILATION_CACHE_DIR") or None}
 
 
 def print_train_report(result):

@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from network import runtime
 from network.data_utils import scale_images
 from network.errors import LabError
 from network.files import write_json_atomic
@@ -200,20 +201,16 @@ def model_images(model, images):
 
 
 def gpu_available():
-    """Whether the active Keras backend sees a GPU."""
-    return any(d.lower().startswith(("gpu", "cuda")) for d in local_devices())
+    """Whether the active Keras backend computes on a GPU (Apple's MPS left out: the
+    lab keeps it on float32)."""
+    return any(kind == "GPU" and name != runtime.APPLE_MPS
+               for kind, name in runtime.compute_devices(keras.backend.backend()))
 
 
 def local_devices():
-    """The active backend's devices as strings ("cpu:0", "gpu:0", ...)."""
-    try:
-        return [str(d) for d in keras.distribution.list_devices()]
-    except Exception:  # keras.distribution has no device listing for PyTorch
-        if keras.backend.backend() != "torch":
-            return []
-        import torch
-
-        return [f"gpu:{i}" for i in range(torch.cuda.device_count())] or ["cpu:0"]
+    """The active backend's devices as strings ("gpu:0", "gpu:1", ..., or "cpu:0")."""
+    devices = runtime.compute_devices(keras.backend.backend())
+    return [f"{kind.lower()}:{i}" for i, (kind, _) in enumerate(devices)]
 
 
 def set_precision(precision, recipe):

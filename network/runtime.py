@@ -222,11 +222,27 @@ def cpu_cores():
     return os.cpu_count() or 1
 
 
-def accelerators(backend):
-    """The GPUs (or TPUs) the backend computes on, as ``(kind, name)`` pairs.
+APPLE_MPS = "Apple (MPS)"  # PyTorch's GPU on Apple silicon
 
-    Keras lists devices but not their names, so each backend is asked itself.
+
+def compute_devices(backend=None):
+    """The devices the backend computes on, as ``(kind, name)`` pairs: its GPUs or
+    TPUs, e.g. ``("GPU", "NVIDIA H100 80GB HBM3")``, or its CPU device(s),
+    ``("CPU", "CPU")``, when it has none. ``backend`` defaults to the configured one.
+
+    The lab's one device probe. Keras lists devices but not their names, so each
+    backend's own library is asked (Keras itself is not imported); TensorFlow's
+    physical devices are listed, which leaves its runtime uninitialised.
     """
+    backend = backend or configured_backend()
+    try:
+        found = _backend_devices(backend)
+    except Exception:  # a library that cannot list its devices leaves only the CPU
+        found = []
+    return found or [("CPU", "CPU")]
+
+
+def _backend_devices(backend):
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -235,8 +251,8 @@ def accelerators(backend):
     if backend == "jax":
         import jax
 
-        return [(d.platform.upper(), d.device_kind) for d in jax.devices()
-                if d.platform != "cpu"]
+        return [(d.platform.upper(), "CPU" if d.platform == "cpu" else d.device_kind)
+                for d in jax.devices()]  # the accelerators, or else the CPU devices
     if backend == "torch":
         import torch
 
@@ -244,8 +260,13 @@ def accelerators(backend):
             return [("GPU", torch.cuda.get_device_name(i))
                     for i in range(torch.cuda.device_count())]
         if torch.backends.mps.is_available():
-            return [("GPU", "Apple (MPS)")]
+            return [("GPU", APPLE_MPS)]
     return []
+
+
+def accelerators(backend=None):
+    """The GPUs (or TPUs) among :func:`compute_devices`; empty on a CPU."""
+    return [device for device in compute_devices(backend) if device[0] != "CPU"]
 
 
 def format_description(backend, devices, cores, precision, training=False):

@@ -96,9 +96,12 @@ def test_time_to_accuracy_first_arrival():
 
 
 def test_option_errors():
-    with pytest.raises(SystemExit) as exit_info:
-        training_speed.parse_args(["--recipe", "lab", "--width", "2"])
-    assert exit_info.value.code == 2
+    for script in (training_speed, flops):
+        with pytest.raises(SystemExit) as exit_info:
+            script.parse_args(["--recipe", "lab", "--width", "2"])  # the lab CNN has no width
+        assert exit_info.value.code == 2
+        for recipe in ("cpu", "fast"):  # every ResNet-9 recipe takes one
+            assert script.parse_args(["--recipe", recipe, "--width", "0.5"]).width == 0.5
     with pytest.raises(SystemExit):
         training_speed.parse_args(["--target", "150"])
     assert training_speed.parse_args(["--target", "76"]).target == pytest.approx(0.76)
