@@ -18,6 +18,22 @@ def cpu_model():
     return platform.processor() or None
 
 
+# CPU features that decide how fast a network trains (vector width, bf16 units).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_flags():
+    """Which of ``CPU_FLAGS`` this CPU lists in /proc/cpuinfo (Linux; else None)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                listed = set(line.split(":", 1)[1].split())
+                return [flag for flag in CPU_FLAGS if flag in listed]
+    except OSError:
+        pass
+    return None
+
+
 def require_data_files(data_dir, hint=""):
     """Stop early, with a hint, when the data files are missing.
 

@@ -71,6 +71,17 @@ def positive_float(text):
     return value
 
 
+def fraction(text):
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
 def add_common_arguments(parser, *, data=True, model=True, output=True, seed=True, show=True,
                          downloads=True):
     """Options every script shares, with the same names and defaults.
@@ -102,6 +113,29 @@ def add_common_arguments(parser, *, data=True, model=True, output=True, seed=Tru
             "--show", action=argparse.BooleanOptionalAction, default=None,
             help="show figures in a window (default: only when a display is available); "
                  "figures are always saved as PNG")
+
+
+def add_recipe_arguments(parser):
+    """``--recipe`` and an option for each ``Recipe`` field that the command line may
+    override (declared once, in ``network.recipes``); their help gives each recipe's
+    value. Options left out are ``None``: the recipe's own value stands."""
+    from network.recipes import RECIPES, overridable_fields
+
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="lab",
+                        help="training recipe, in network/recipes.py (default: lab)")
+    for field in overridable_fields():
+        values = ", ".join(_recipe_value(name, recipe, field) for name, recipe in RECIPES.items()
+                           if getattr(recipe, field.name) not in (None, field.default))
+        kind = {"fraction": fraction, "positive": positive_int if field.type is int
+                else positive_float}[field.metadata["kind"]]
+        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind,
+                            help=f"{field.metadata['help']} ({values})")
+
+
+def _recipe_value(name, recipe, field):
+    if field.name == "width" and recipe.rungs:  # the time budget picks one of the rungs
+        return f"{name}: {recipe.rungs[0].width:g} to {recipe.rungs[-1].width:g} by the budget"
+    return f"{name}: {getattr(recipe, field.name):g}"
 
 
 def ensure_writable_dir(parser, path, what):

@@ -1,9 +1,13 @@
-"""Training recipes: everything that distinguishes one way of training from another.
+"""Training recipes, and a run: a recipe with the options of one training run.
 
-A run's settings are one :class:`Recipe`: the named recipe with the command
-line's overrides applied (``dataclasses.replace``). The same object is saved
-for ``--resume`` and in ``train_summary.json``. This module imports no Keras,
-so ``--help`` and option errors are answered at once.
+A :class:`Recipe` is everything that distinguishes one way of training from
+another; a :class:`Run` is one recipe plus how this run uses it (data, seed,
+files). Both are frozen: the command line builds a ``Run`` once, the time
+budget replaces it with the planned one, and the same object is saved for
+``--resume`` (``run.json``) and in ``train_summary.json``. The command-line
+options that override a recipe are declared once, on the ``Recipe`` fields
+below (``help`` in their metadata). This module imports no Keras, so
+``--help`` and option errors are answered at once.
 
 Usage:
 
@@ -12,29 +16,68 @@ Usage:
 """
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+def option(help_text, default=dataclasses.MISSING, kind="positive"):
+    """A ``Recipe`` field that a command-line option overrides (``--field-name``);
+    ``kind`` is what the option accepts: "positive" (> 0) or "fraction" ([0, 1))."""
+    return field(default=default, metadata={"help": help_text, "kind": kind})
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One size of the cpu recipe's ResNet-9 that a time budget can choose."""
+    width: float                  # channels: 64-128-256-512 x width
+    stem_stride: int              # 2: the first convolution halves the resolution
+    min_epochs: int               # chosen only when at least this many epochs fit
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
     network: str                  # "lab_cnn" (the manual's CNN) or "resnet9"
-    epochs: int                   # maximum epochs (lab: early stopping may end sooner)
-    batch_size: int               # images per step
-    learning_rate: float          # Adam's rate (lab), or AdamW's peak rate
-    val_split: float              # fraction of the training images held out
+    epochs: int = option("(maximum) epochs")  # lab: early stopping may end sooner
+    batch_size: int = option("images per step")
+    learning_rate: float = option("(peak) learning rate")  # Adam's rate, or AdamW's peak
+    val_split: float = option("fraction of the training images held out for validation",
+                              kind="fraction")
     patience: int | None = None   # early stopping on val_loss, in epochs (None: fixed schedule)
     optimizer: str = "adam"       # "adam": constant rate; "adamw": warm-up + cosine decay
     warmup_epochs: float = 0.0    # linear warm-up from lr/10 to the peak, in epochs
     weight_decay: float = 0.0     # AdamW's decoupled weight decay
     label_smoothing: float = 0.0
-    width: float = 1.0            # ResNet-9 channels: 64-128-256-512 x width
+    width: float = option("ResNet-9 recipes: channel width multiplier (1.0 = 64-128-256-512); "
+                          "for the cpu recipe it fixes the size the time budget would choose",
+                          default=1.0)
     crop_padding: int = 4         # ResNet-9 augmentation: random crop after padding (pixels)
     stem_stride: int = 1          # ResNet-9: 2 halves the resolution at the first layer
     mixed_precision: bool = False  # bf16 when a GPU is present
-    minutes: float | None = None  # training time budget: the epochs that fit in it are
-                                  # worked out from the measured speed (None: ``epochs``)
+    minutes: float | None = option(
+        "train for as many epochs as fit in this many minutes on this machine; "
+        "--epochs sets a fixed number instead", default=None)  # None: ``epochs``
+    rungs: tuple[Rung, ...] = ()  # sizes a time budget chooses from, smallest first
 
+    def __post_init__(self):  # a Recipe read back from JSON has its rungs as lists
+        object.__setattr__(self, "rungs", tuple(
+            r if isinstance(r, Rung) else Rung(*r) if isinstance(r, list | tuple) else Rung(**r)
+            for r in self.rungs))
+
+
+def overridable_fields():
+    """The ``Recipe`` fields that command-line options override, in declaration order."""
+    return [f for f in dataclasses.fields(Recipe) if "help" in f.metadata]
+
+
+# The cpu recipe's sizes, smallest first: a time budget trains the largest one
+# that still gets ``min_epochs`` epochs in on the speed measured at the start
+# (benchmarks/README.md has the measurements behind these numbers).
+CPU_RUNGS = (
+    Rung(width=0.25, stem_stride=2, min_epochs=1),
+    Rung(width=0.375, stem_stride=2, min_epochs=14),
+    Rung(width=0.5, stem_stride=2, min_epochs=14),
+    Rung(width=0.75, stem_stride=2, min_epochs=14),
+)
 
 RECIPES = {
     # The lab manual: its 9-layer CNN, Adam 1e-4, batch 64, up to 100 epochs,
@@ -48,16 +91,16 @@ RECIPES = {
     "fast": Recipe("fast", "resnet9", epochs=30, batch_size=512, learning_rate=2e-3,
                    val_split=0.02, optimizer="adamw", warmup_epochs=3, weight_decay=0.05,
                    label_smoothing=0.2, width=2.0, mixed_precision=True),
-    # ResNet-9 for a laptop CPU: a quarter of the classic width, and a first
-    # convolution of stride 2 so every later layer costs a quarter of the
-    # arithmetic (measured: 3 epochs in 5 minutes on 2 cores reach 33 % test
-    # accuracy where the same network at full resolution manages 1 epoch, 20 %).
-    # It trains for as many epochs as fit in 15 minutes on the machine at hand,
-    # so a faster CPU gets further in the same time. Few epochs: a short
-    # warm-up and light augmentation; float32, which CPUs run fastest.
-    "cpu": Recipe("cpu", "resnet9", epochs=30, batch_size=256, learning_rate=2e-3,
+    # ResNet-9 for a CPU, sized to the machine: a first convolution of stride 2
+    # (every later layer then costs a quarter of the arithmetic) and the widest
+    # of CPU_RUNGS that gets enough epochs in the time budget (15 minutes unless
+    # --minutes says otherwise) at the speed measured at the start. A faster CPU
+    # trains a bigger network. Few epochs: a short warm-up and light
+    # augmentation; float32, which CPUs run fastest.
+    "cpu": Recipe("cpu", "resnet9", epochs=40, batch_size=256, learning_rate=2e-3,
                   val_split=0.02, optimizer="adamw", warmup_epochs=0.25, weight_decay=0.05,
-                  label_smoothing=0.2, width=0.25, crop_padding=2, stem_stride=2, minutes=15),
+                  label_smoothing=0.2, width=0.25, crop_padding=2, stem_stride=2, minutes=15,
+                  rungs=CPU_RUNGS),
 }
 
 
@@ -67,10 +110,65 @@ def recipe_with(name, **overrides):
                                **{k: v for k, v in overrides.items() if v is not None})
 
 
-def as_dict(recipe):
-    return dataclasses.asdict(recipe)
+@dataclass(frozen=True)
+class Run:
+    """One training run: the recipe (overrides applied) and the run's own options.
 
+    ``planned_epoch_s`` is set once a time budget has planned the run (the
+    recipe then holds the planned epochs and size, and no budget: a resumed
+    run keeps them).
+    """
+    recipe: Recipe
+    data_dir: str
+    model_path: str
+    output_dir: str
+    seed: int = 42
+    subset: int | None = None
+    precision: str = "auto"
+    distribute: bool = False
+    allow_md5_mismatch: bool = False
+    planned_epoch_s: float | None = None
 
-def from_dict(fields):
-    """The inverse of :func:`as_dict`: a saved recipe back as a ``Recipe``."""
-    return Recipe(**fields)
+    @classmethod
+    def from_args(cls, args):
+        """The run an argparse namespace asks for (options left out keep the recipe's).
+
+        A fixed ``--epochs`` without ``--minutes`` replaces the time budget;
+        ``--width`` fixes the size a time budget would otherwise choose.
+        """
+        overrides = {f.name: getattr(args, f.name) for f in overridable_fields()}
+        recipe = recipe_with(args.recipe, **overrides)
+        if args.epochs is not None and args.minutes is None:
+            recipe = dataclasses.replace(recipe, minutes=None)
+        if args.width is not None:
+            recipe = dataclasses.replace(recipe, rungs=())
+        return cls(recipe, data_dir=str(args.data_dir), model_path=str(args.model_path),
+                   output_dir=str(args.output_dir), seed=args.seed, subset=args.subset,
+                   precision=args.precision, distribute=args.distribute,
+                   allow_md5_mismatch=args.allow_md5_mismatch)
+
+    def as_dict(self):
+        """One flat dict, as run.json and train_summary.json's "settings" hold it."""
+        fields = dataclasses.asdict(self)
+        recipe = fields.pop("recipe")
+        return {"recipe": recipe.pop("name"), **recipe, **fields}
+
+    @classmethod
+    def from_dict(cls, saved, defaults=None):
+        """The inverse of :meth:`as_dict`. Fields it lacks keep the recipe's values, and
+        the run's from ``defaults`` (a ``Run``); unknown ones are ignored.
+        ``KeyError``/``TypeError`` when damaged."""
+        recipe = dataclasses.replace(RECIPES[saved["recipe"]], **{
+            f.name: saved[f.name] for f in dataclasses.fields(Recipe)
+            if f.name != "name" and f.name in saved})
+        run_fields = {f.name: saved[f.name] for f in dataclasses.fields(cls)
+                      if f.name != "recipe" and f.name in saved}
+        if defaults is not None:
+            return dataclasses.replace(defaults, recipe=recipe, **run_fields)
+        return cls(recipe, **run_fields)
+
+    def replace(self, **changes):
+        """A copy with run fields, and (``recipe=dict``) recipe fields, replaced."""
+        recipe_changes = changes.pop("recipe", {})
+        return dataclasses.replace(
+            self, recipe=dataclasses.replace(self.recipe, **recipe_changes), **changes)

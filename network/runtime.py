@@ -298,11 +298,13 @@ def describe(precision=None, training=False):
                               training)
 
 
-def no_gpu_hint(backend=None, devices=None):
+def no_gpu_hint(backend=None, devices=None,
+                cpu_note="fine for quick --subset runs but hours for the full recipe"):
     """What to do about training without a GPU, in one sentence; None with a GPU.
 
     Tells apart a machine whose GPU the backend cannot use (a CPU-only build is
-    installed) from one without an NVIDIA GPU.
+    installed) from one without an NVIDIA GPU. ``cpu_note`` says what training on
+    the CPU means for the recipe at hand.
     """
     if backend is None:
         backend = import_backend().backend.backend()
@@ -316,8 +318,8 @@ def no_gpu_hint(backend=None, devices=None):
     if nvidia_driver_present() and install:
         return (f"This machine has an NVIDIA GPU, but {name} cannot use it: install its "
                 f"CUDA build ({install}); {where}.")
-    return ("No GPU found: training runs on the CPU, fine for quick --subset runs but "
-            f"hours for the full recipe; on a machine with an NVIDIA GPU, {where}.")
+    return (f"No GPU found: training runs on the CPU, {cpu_note}; on a machine with an "
+            f"NVIDIA GPU, {where}.")
 
 
 def announce(precision=None, training=False):

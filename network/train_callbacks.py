@@ -16,8 +16,8 @@ Why not Keras's own ``BackupAndRestore`` and ``ModelCheckpoint``? The first
 writes its backup in place, so a kill during the write leaves nothing usable,
 and neither keeps early stopping's counters or the best score across a
 restart; ``ModelCheckpoint`` also overwrites the best model in place. The
-resume logic lives here (``StateWriter`` backs up, ``restore_backup`` restores);
-``train_model.prepare_resume`` only decides between a fresh and a resumed run.
+resume logic lives here: ``start_or_resume`` decides between a fresh and a
+resumed run, ``StateWriter`` backs up, ``restore_backup`` restores.
 
 None of these callbacks has a per-batch hook. Keras runs a training loop
 asynchronously only while every callback's batch hooks are marked
@@ -25,6 +25,9 @@ asynchronously only while every callback's batch hooks are marked
 for each step's results on the host, a device sync per batch.
 """
 
+import json
+import math
+import shutil
 import time
 from pathlib import Path
 
@@ -33,6 +36,7 @@ import numpy as np
 
 from network.errors import LabError
 from network.files import atomic_path, write_json_atomic
+from network.recipes import Run
 
 
 def atomic_save(model, path):
@@ -204,3 +208,105 @@ class StopOnNaN(keras.callbacks.Callback):
 
 def _finite(value):
     return None if value is None or not np.isfinite(value) else float(value)
+
+
+class RunLengthNote(EpochTimer):
+    """After the first epoch, say how long the remaining epochs take on this machine
+    (a run without a GPU and without a time budget can take hours)."""
+
+    said = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        remaining = self.params["epochs"] - epoch - 1
+        if remaining > 0 and not self.said:
+            self.said = True
+            left = self.last * remaining
+            span = f"{left / 3600:.1f} h" if left >= 3600 else f"{math.ceil(left / 60)} min"
+            print(f"\nOn this CPU an epoch takes {self.last:.0f} s: up to {span} for the "
+                  "remaining epochs (Ctrl-C stops; --resume continues later).")
+
+
+# --- Starting afresh or resuming --------------------------------------------------------
+
+RUN_FILE = "run.json"          # the run's settings (a ``Run``), kept for --resume
+STATE_FILE = "state.json"      # the last finished epoch (see ``StateWriter``)
+
+
+def start_or_resume(run, resume_dir, resume=False, restart=False):
+    """Decide between a fresh run and a resumed one; return (run, state).
+
+    A run is resumable once it has finished an epoch (``state.json`` exists).
+    A resumed run keeps its saved ``Run`` (``state`` says where it stopped); a
+    fresh one saves ``run`` and gets an empty state.
+    """
+    run_file, state_file = resume_dir / RUN_FILE, resume_dir / STATE_FILE
+    interrupted = run_file.is_file() and state_file.is_file()
+    if resume:
+        if not interrupted:
+            raise LabError(f"no interrupted run to resume in {resume_dir} "
+                           "(no finished epoch was saved there)")
+        try:
+            saved = Run.from_dict(json.loads(run_file.read_text()), defaults=run)
+            state = json.loads(state_file.read_text())
+            int(state["epoch"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise LabError(f"the interrupted run in {resume_dir} is damaged: pass --restart "
+                           "to discard it and start afresh") from None
+        return saved, state
+    if interrupted and not restart:
+        raise LabError(f"an interrupted run was found in {resume_dir}: pass --resume to "
+                       "continue it, or --restart to discard it")
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    resume_dir.mkdir(parents=True)
+    save_run(run, resume_dir)
+    return run, {}
+
+
+def save_run(run, resume_dir):
+    """Keep ``run`` (a ``Run``) for --resume, atomically."""
+    write_json_atomic(resume_dir / RUN_FILE, run.as_dict())
+
+
+# --- The callbacks of a training run -----------------------------------------------------
+
+def make_callbacks(run, state, resume_dir, has_val):
+    """The callbacks of a training run (a ``Run``): checkpointing, early stopping,
+    logging and resumability.
+
+    None of them works per batch: on JAX (and on GPUs generally) a per-batch
+    hook makes Keras wait for every step to finish before queuing the next.
+    """
+    # With early stopping the best model on the hold-out is kept; a fixed
+    # schedule keeps its last epoch (its hold-out is only for calibration/curves).
+    early = has_val and run.recipe.patience is not None
+    checkpoint = AtomicCheckpoint(run.model_path, monitor="val_loss" if early else None,
+                                  best=state.get("checkpoint_best"))
+    timer = EpochTimer()
+    # Order matters: StateWriter runs last to record the checkpoint's and early
+    # stopping's state after they have seen the epoch.
+    callbacks = [timer, StopOnNaN(), checkpoint]
+    early_stop = None
+    if early:
+        early_stop = ResumableEarlyStopping(
+            monitor="val_loss", mode="min", patience=run.recipe.patience,
+            restore_best_weights=True, verbose=1, state=state, best_model_path=run.model_path)
+        callbacks.append(early_stop)
+    callbacks += [
+        HistoryLogger(Path(run.output_dir) / "history.csv", timer, append=bool(state)),
+        StateWriter(resume_dir / STATE_FILE, checkpoint, early_stop),
+    ]
+    return callbacks, checkpoint
+
+
+def check_finite(history, checkpoint, model_path):
+    """Stop with a clear message when the loss became NaN (the best model stays)."""
+    nan_epoch = next((int(e) for e, loss in zip(history["epoch"], history["loss"])
+                      if not np.isfinite(loss)), None)
+    if nan_epoch is None:
+        return
+    if checkpoint.saved:
+        raise LabError(f"training stopped: the loss became NaN (epoch {nan_epoch}); try a "
+                       f"lower --learning-rate. The best model so far is kept in {model_path}")
+    raise LabError("training stopped: the loss became NaN before any model was saved; "
+                   "try a lower --learning-rate")

@@ -30,13 +30,14 @@ def test_the_check_catches_a_per_batch_callback():
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("has_val", [True, False])
 def test_no_callback_of_train_model_works_per_batch(recipe, has_val, tmp_path):
-    from network.train_model import make_callbacks, parse_args, settings_from_args
+    from network.recipes import Run
+    from network.train_callbacks import make_callbacks
+    from network.train_model import parse_args
 
     args = parse_args(["--recipe", recipe, "--output-dir", str(tmp_path / "out"),
                        "--model-path", str(tmp_path / "m" / "best_model.h5")])
     (tmp_path / "out" / "resume").mkdir(parents=True)
-    callbacks, _ = make_callbacks(settings_from_args(args), {}, args.model_path,
-                                  args.output_dir, tmp_path / "out" / "resume", has_val)
+    callbacks, _ = make_callbacks(Run.from_args(args), {}, tmp_path / "out" / "resume", has_val)
     assert callbacks
     assert {type(c).__name__: per_batch_hooks(c) for c in callbacks} == {
         type(c).__name__: [] for c in callbacks}

@@ -96,20 +96,20 @@ def test_ctrl_c_keeps_the_run_and_says_how_to_resume(fake_data, tmp_path, capsys
     names --resume."""
     import keras
 
-    from network import train_model
+    from network import train_callbacks, train_model
 
     class CtrlC(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 1:
                 raise KeyboardInterrupt
 
-    make_callbacks = train_model.make_callbacks
+    make_callbacks = train_callbacks.make_callbacks
 
     def interrupted(*args, **kwargs):
         callbacks, checkpoint = make_callbacks(*args, **kwargs)
         return [*callbacks, CtrlC()], checkpoint
 
-    monkeypatch.setattr(train_model, "make_callbacks", interrupted)
+    monkeypatch.setattr(train_callbacks, "make_callbacks", interrupted)
     out = tmp_path / "reports"
     code, _, err = run_main(train_model.main, [
         "--recipe", "fast", "--width", "0.0625", "--epochs", 3, "--subset", 64,
@@ -259,7 +259,9 @@ def test_resume_without_an_interrupted_run(tmp_path, capsys):
 
 
 def test_resume_keeps_the_runs_settings_and_says_which_options_it_ignores(tmp_path, capsys):
-    from network.train_model import parse_args, prepare_resume
+    from network.recipes import Run
+    from network.train_callbacks import start_or_resume
+    from network.train_model import parse_args, resume_note
 
     resume = tmp_path / "reports" / "resume"
     resume.mkdir(parents=True)
@@ -267,8 +269,9 @@ def test_resume_keeps_the_runs_settings_and_says_which_options_it_ignores(tmp_pa
     (resume / "state.json").write_text('{"epoch": 3}')
     args = parse_args(["--resume", "--epochs", "50", "--batch-size", "8", "--output-dir",
                        str(tmp_path / "reports"), "--model-path", str(tmp_path / "m" / "m.h5")])
-    settings, state = prepare_resume(args, resume)
-    assert settings["epochs"] == 7 and state["epoch"] == 3
+    run, state = start_or_resume(Run.from_args(args), resume, resume=True)
+    assert run.recipe.epochs == 7 and run.recipe.batch_size == 64 and state["epoch"] == 3
+    resume_note(args, run, state)
     out = capsys.readouterr().out
     assert "Resuming the interrupted run after epoch 3" in out
     assert "--epochs, --batch-size ignored" in out

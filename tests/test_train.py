@@ -33,15 +33,28 @@ def test_every_recipe_is_a_choice_and_builds_its_network():
 
 
 def test_options_override_the_recipe_and_the_rest_stays():
-    from network.recipes import RECIPES
-    from network.train_model import parse_args, recipe_from_settings, settings_from_args
+    from network.recipes import RECIPES, Run
+    from network.train_model import parse_args
 
-    settings = settings_from_args(parse_args(["--recipe", "cpu", "--epochs", "9",
-                                              "--width", "0.25"]))
-    recipe = recipe_from_settings(settings)
-    assert (recipe.epochs, recipe.width) == (9, 0.25)
-    assert recipe.learning_rate == RECIPES["cpu"].learning_rate
-    assert settings["recipe"] == "cpu" and settings["subset"] is None
+    run = Run.from_args(parse_args(["--recipe", "cpu", "--epochs", "9", "--width", "0.5"]))
+    assert (run.recipe.epochs, run.recipe.width) == (9, 0.5)
+    assert run.recipe.learning_rate == RECIPES["cpu"].learning_rate
+    assert run.recipe.name == "cpu" and run.subset is None
+    assert run.recipe.rungs == ()  # --width fixes the size: the budget chooses none
+
+
+def test_fixed_epochs_replace_the_time_budget_and_survive_a_resume():
+    """--epochs without --minutes means exactly that many epochs: no time budget, in the
+    run and in what is saved for --resume."""
+    from network.recipes import RECIPES, Run
+    from network.train_model import parse_args
+
+    run = Run.from_args(parse_args(["--recipe", "cpu", "--epochs", "12"]))
+    assert run.recipe.epochs == 12 and run.recipe.minutes is None
+    assert RECIPES["cpu"].minutes is not None  # the recipe's own budget was there to drop
+    assert Run.from_dict(run.as_dict()) == run
+    both = Run.from_args(parse_args(["--recipe", "cpu", "--epochs", "12", "--minutes", "5"]))
+    assert (both.recipe.epochs, both.recipe.minutes) == (12, 5)  # a budget, at most 12
 
 
 @pytest.mark.parametrize("options, message", [
@@ -52,9 +65,9 @@ def test_options_override_the_recipe_and_the_rest_stays():
     (["--subset", "50001"], "--subset 50001 is larger than the 50000 training images"),
     (["--subset", "0"], "--subset: must be at least 1"),
     (["--recipe", "turbo"], "--recipe: invalid choice: 'turbo'"),
-    (["--val-split", "1.5"], "--val-split must lie in [0, 1), got 1.5"),
-    (["--val-split", "-0.1"], "--val-split must lie in [0, 1)"),
-    (["--val-split", "nan"], "--val-split must lie in [0, 1)"),
+    (["--val-split", "1.5"], "--val-split: must lie in [0, 1), got 1.5"),
+    (["--val-split", "-0.1"], "--val-split: must lie in [0, 1)"),
+    (["--val-split", "nan"], "--val-split: must lie in [0, 1)"),
     (["--learning-rate", "0"], "--learning-rate: must be a positive number"),
     (["--learning-rate", "inf"], "--learning-rate: must be a positive number"),
     (["--width", "-2"], "--width: must be a positive number"),
@@ -141,7 +154,7 @@ def test_nan_after_a_good_epoch_keeps_the_saved_model(fake_data, tmp_path, capsy
     must not replace it. The val_loss mode is covered by the unit tests below.)"""
     import keras
 
-    from network import train_model
+    from network import train_callbacks, train_model
     from network.model_utils import load_model
 
     class PoisonWeights(keras.callbacks.Callback):
@@ -150,13 +163,13 @@ def test_nan_after_a_good_epoch_keeps_the_saved_model(fake_data, tmp_path, capsy
                 weights = self.model.get_weights()
                 self.model.set_weights([np.full_like(w, np.nan) for w in weights])
 
-    make_callbacks = train_model.make_callbacks
+    make_callbacks = train_callbacks.make_callbacks
 
     def poisoned(*args, **kwargs):
         callbacks, checkpoint = make_callbacks(*args, **kwargs)
         return [PoisonWeights(), *callbacks], checkpoint
 
-    monkeypatch.setattr(train_model, "make_callbacks", poisoned)
+    monkeypatch.setattr(train_callbacks, "make_callbacks", poisoned)
     out, model_path = tmp_path / "reports", tmp_path / "models" / "best_model.h5"
     code, _, err = run_main(train_model.main, [
         *FAST, "--epochs", 3, "--subset", 160, "--data-dir", fake_data,
