@@ -56,16 +56,8 @@ def accuracy_target(text):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="training_speed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
-                        help="training recipe (network/recipes.py; default: fast)")
-    parser.add_argument("--epochs", type=cli.positive_int,
-                        help="epochs to train, a fixed schedule (default: the recipe's)")
-    parser.add_argument("--batch-size", type=cli.positive_int,
-                        help="default: the recipe's (lab 64, cpu 256, fast 512)")
-    parser.add_argument("--width", type=cli.positive_float,
-                        help="ResNet-9 recipes: channel width multiplier (default: the recipe's)")
-    parser.add_argument("--learning-rate", type=cli.positive_float,
-                        help="(peak) learning rate (default: the recipe's)")
+    # --recipe and its overrides as train_model has them (a fixed schedule of --epochs here)
+    cli.add_recipe_arguments(parser, default="fast", exclude=("val_split", "minutes"))
     parser.add_argument("--precision", default="auto",
                         choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                         help="auto (the default): mixed_bfloat16 for the fast recipe on a GPU, "
@@ -203,8 +195,7 @@ def train_benchmark(args):
     import keras
 
     cli.quiet_keras_warnings()
-    recipe = recipe_with(args.recipe, width=args.width, batch_size=args.batch_size,
-                         epochs=args.epochs, learning_rate=args.learning_rate)
+    recipe = recipe_with(args.recipe, **cli.recipe_overrides(args))
     model, precision, (x_train, y_train, x_test, y_test) = build_and_load(args, recipe)
     forward_flops = count_flops(model)
     print(f"Benchmark: recipe {recipe.name}, backend {keras.backend.backend()}, "

@@ -136,8 +136,9 @@ class Run:
         A fixed ``--epochs`` without ``--minutes`` replaces the time budget;
         ``--width`` fixes the size a time budget would otherwise choose.
         """
-        overrides = {f.name: getattr(args, f.name) for f in overridable_fields()}
-        recipe = recipe_with(args.recipe, **overrides)
+        from network.cli import recipe_overrides
+
+        recipe = recipe_with(args.recipe, **recipe_overrides(args))
         if args.epochs is not None and args.minutes is None:
             recipe = dataclasses.replace(recipe, minutes=None)
         if args.width is not None:
