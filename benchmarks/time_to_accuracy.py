@@ -54,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", type=Path, default=cli.default_data_dir())
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
-                        help="folder for <recipe>-seed<N>[-tag].json and .csv")
+                        help="folder for <recipe>-seed<N>[-<K>lab][-tag].json, .csv and .png")
     parser.add_argument("--tag", default="", help="added to the file names (e.g. 30min)")
     parser.add_argument("--lab-epochs", type=cli.positive_float, metavar="K",
                         help="time the lab recipe here first and train for K lab epochs' "
@@ -150,16 +150,11 @@ def plot_curve(result, path):
     save_figure(fig, path)
 
 
-def main(argv=None):
-    runtime.setup_backend_env()  # quiet start-up, as train_model's
-    args = parse_args(argv)
+def train(args, budget):
+    """Run train_model with the test-curve callback; returns (its summary, the curve)."""
     from network import train_model
     from network.data_utils import load_cifar100
 
-    lab_epoch, budget = None, []
-    if args.lab_epochs:
-        lab_epoch = lab_epoch_seconds()
-        budget = ["--minutes", f"{args.lab_epochs * lab_epoch['seconds'] / 60:.3f}"]
     data = load_cifar100(args.data_dir, download=False,
                          allow_md5_mismatch="--allow-md5-mismatch" in args.train_options)
     rows = []
@@ -172,9 +167,30 @@ def main(argv=None):
                           "--model-path", str(keep / "models" / "best_model.h5"), "--no-show",
                           *budget, *args.train_options], extra_callbacks=[callback])
         summary = json.loads((keep / "reports" / "train_summary.json").read_text())
-    for row in rows:
+    for row in rows:  # the curve counts the time spent before fit too (planning the budget)
         row["train_s"] = round(row["train_s"] + summary["settings"]["seconds_before_fit"], 1)
+    return summary, rows
 
+
+def write_results(result, out, stem):
+    """``stem``.json, .csv (the curve) and .png (its figure) in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / f"{stem}.json", result)
+    lines = ["epoch,train_s,test_accuracy,test_top5"] + [
+        f"{r['epoch']},{r['train_s']},{r['test_accuracy']},{r['test_top5']}"
+        for r in result["epochs"]]
+    write_text_atomic(out / f"{stem}.csv", "\n".join(lines) + "\n")
+    plot_curve(result, out / f"{stem}.png")
+
+
+def main(argv=None):
+    runtime.setup_backend_env()  # quiet start-up, as train_model's
+    args = parse_args(argv)
+    lab_epoch, budget = None, []
+    if args.lab_epochs:
+        lab_epoch = lab_epoch_seconds()
+        budget = ["--minutes", f"{args.lab_epochs * lab_epoch['seconds'] / 60:.3f}"]
+    summary, rows = train(args, budget)
     result = {
         "command": "python -m network.train_model --recipe "
                    f"{args.recipe} --seed {args.seed} "
@@ -193,13 +209,10 @@ def main(argv=None):
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "process_s": round(time.perf_counter() - STARTED, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.recipe}-seed{args.seed}{'-' + args.tag if args.tag else ''}"
-    write_json_atomic(args.out / f"{stem}.json", result)
-    lines = ["epoch,train_s,test_accuracy,test_top5"] + [
-        f"{r['epoch']},{r['train_s']},{r['test_accuracy']},{r['test_top5']}" for r in rows]
-    write_text_atomic(args.out / f"{stem}.csv", "\n".join(lines) + "\n")
-    plot_curve(result, args.out / f"{stem}.png")
+    stem = (f"{args.recipe}-seed{args.seed}"
+            f"{f'-{args.lab_epochs:g}lab' if args.lab_epochs else ''}"
+            f"{'-' + args.tag if args.tag else ''}")
+    write_results(result, args.out, stem)
     print(f"{stem}: test {result['test']['accuracy']:.2%} after {result['train_seconds']:.0f} s "
           f"of training; peak memory {result['peak_rss_mib']} MiB -> {args.out / stem}.json")
     return 0

@@ -1,0 +1,52 @@
+"""benchmarks/time_to_accuracy.py: T_lab from the lab recipe's speed, a budget of K lab
+epochs, and the JSON, CSV and figure it writes."""
+
+import csv
+import json
+
+import pytest
+
+from benchmarks import time_to_accuracy
+
+
+def test_t_lab_is_one_lab_epoch_of_40000_images_at_the_timed_speed(monkeypatch):
+    """0.5 s per step of 64 images: 625 steps, 312.5 s; compiling is not counted."""
+    from network import budget
+
+    timed = {}
+
+    def fake_time_steps(model, images, labels, batch_size, steps):
+        timed.update(network=model.name, batch_size=batch_size, dtype=str(images.dtype))
+        return 0.5, 7.0
+
+    monkeypatch.setattr(budget, "time_steps", fake_time_steps)
+    lab = time_to_accuracy.lab_epoch_seconds(steps=2)
+    assert lab["seconds"] == pytest.approx(312.5) and lab["compile_s"] == 7.0
+    assert lab["images_per_s"] == pytest.approx(128)
+    # the manual's CNN at its batch size, fed float32 as training feeds it
+    assert timed == {"network": "lab_cnn", "batch_size": 64, "dtype": "float32"}
+
+
+@pytest.mark.slow
+def test_a_budget_of_lab_epochs_trains_the_cpu_recipe_and_writes_its_curve(
+        fake_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(time_to_accuracy, "lab_epoch_seconds",
+                        lambda: {"seconds": 40.0, "images_per_s": 1000.0, "timed_steps": 1,
+                                 "compile_s": 1.0})
+    out = tmp_path / "results"
+    code = time_to_accuracy.main([
+        "--recipe", "cpu", "--seed", "3", "--lab-epochs", "0.5", "--data-dir", str(fake_data),
+        "--out", str(out), "--", "--allow-md5-mismatch", "--subset", "200",
+        "--batch-size", "50"])
+    assert code == 0
+    stem = "cpu-seed3-0.5lab"
+    result = json.loads((out / f"{stem}.json").read_text())
+    assert result["lab_epoch"]["seconds"] == 40.0 and result["budget_lab_epochs"] == 0.5
+    assert "--minutes 0.333" in result["command"]  # 0.5 x 40 s
+    assert result["settings"]["minutes"] is None  # planned: epochs and size fixed
+    assert result["settings"]["planned_epoch_s"] > 0 and result["settings"]["seed"] == 3
+    assert isinstance(result["machine"]["cpu_flags"], list)
+    rows = list(csv.DictReader((out / f"{stem}.csv").open()))
+    assert len(rows) == len(result["epochs"]) == result["settings"]["epochs"] >= 1
+    assert [float(r["train_s"]) for r in rows] == sorted(float(r["train_s"]) for r in rows)
+    assert (out / f"{stem}.png").stat().st_size > 10_000
