@@ -17,8 +17,7 @@ Usage:
 
     python -m network.train_model                       # the lab's recipe
     python -m network.train_model --subset 2000 --epochs 2   # a quick CPU run
-    python -m network.train_model --recipe cpu          # 15 minutes on a CPU
-    python -m network.train_model --recipe cpu --minutes 30 --seed 2
+    python -m network.train_model --recipe cpu --minutes 30   # 30 minutes on a CPU
     python -m network.train_model --recipe fast         # ResNet-9 x2, best on a GPU
     python -m network.train_model --resume              # continue an interrupted run
 """
@@ -37,10 +36,11 @@ if __package__ in (None, ""):  # run as a file: python network/train_model.py
 import numpy as np
 
 from network import cli, runtime
+from network.console_log import logged
 from network.data_utils import NUM_CLASSES, load_cifar100, one_hot
 from network.distribute import trim_to_multiple
 from network.errors import LabError
-from network.recipes import Run, overridable_fields
+from network.recipes import Run
 
 RESUME_DIR = "resume"          # inside --output-dir while a run is unfinished
 TRAIN_SIZE = 50_000
@@ -82,8 +82,8 @@ def resume_note(args, run, state):
         return
     print(f"Resuming the interrupted run after epoch {state['epoch']} with its original "
           f"settings (recipe {run.recipe.name})")
-    names = [f.name for f in overridable_fields()] + ["subset"]
-    ignored = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
+    ignored = [f"--{n.replace('_', '-')}" for n in [*cli.recipe_overrides(args), "subset"]
+               if getattr(args, n) is not None]
     if ignored:
         print(f"Note: {', '.join(ignored)} ignored: a resumed run keeps its settings")
 
@@ -150,7 +150,7 @@ def build_model_for(run, train, scope, budget_started):
     return run, model
 
 
-# --- Training ---------------------------------------------------------------------------
+# --- Training and its summary -------------------------------------------------------
 
 def fit(model, run, train, val, callbacks, initial_epoch, resume_dir):
     """``model.fit`` on the prepared images."""
@@ -212,8 +212,6 @@ def run_training(run, state, train, val, scope, callbacks=()):
     return run, model, checkpoint, initial_epoch, time.perf_counter() - started, before_fit
 
 
-# --- Summary ----------------------------------------------------------------------------
-
 def summarise(model, run, checkpoint, data, val, show):
     """Curves, calibration and the final test score; returns train_summary.json's content.
 
@@ -250,6 +248,7 @@ def summarise(model, run, checkpoint, data, val, show):
 
 
 def report(summary, run, initial_epoch, seconds):
+    """The run's last lines: its test score and where its files are."""
     test = summary["test"]
     resumed = f" (resumed after epoch {initial_epoch})" if initial_epoch else ""
     print(f"Test accuracy {test['accuracy']:.2%} (top-5 {test['top5_accuracy']:.2%}), "
@@ -257,6 +256,7 @@ def report(summary, run, initial_epoch, seconds):
     print(f"Model: {run.model_path}; curves and history in {run.output_dir}")
 
 
+@logged("train_model", parse_args)  # what it prints also goes to logs/train_model.log
 def main(argv=None, extra_callbacks=()):
     runtime.setup_backend_env()
     args = parse_args(argv)
