@@ -1,16 +1,29 @@
-"""Shared fixtures: synthetic CIFAR-100 files, a tiny trained model, a CLI runner."""
+"""Shared fixtures: synthetic CIFAR-100 files, tiny models, and runs on every backend.
 
+The helpers that run the scripts live in helpers.py; they are importable from here too.
+"""
+
+import importlib.util
+import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fake_cifar import write_fake_cifar
+from helpers import (  # noqa: F401  (re-exported for the test modules)
+    ROOT,
+    assert_clean_error,
+    code_step,
+    run_cli,
+    run_main,
+    run_steps,
+    script_step,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = os.environ.get("CIFAR100_DIR")
+BACKENDS = [b for b in ("tensorflow", "jax", "torch") if importlib.util.find_spec(b) is not None]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,8 +65,6 @@ def trained(tmp_path_factory, fake_data):
 def tiny_model(tmp_path_factory):
     """An untrained 32x32x3 -> 100 classifier saved with its class names (no training):
     enough to evaluate and recognise."""
-    import json
-
     import keras
 
     from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
@@ -69,36 +80,123 @@ def tiny_model(tmp_path_factory):
     return folder / "best_model.h5"
 
 
-def run_cli(script, *args, env=None, cwd=ROOT, timeout=600, file_mode=False):
-    """Run ``python -m network.<script> args`` (or ``python network/<script>.py``).
+# --- Every backend ---------------------------------------------------------------------------
+# A process that imports a backend costs seconds, so each installed backend gets two: one
+# that trains (its start is the training run's start), and one that recognises img/ (its
+# start is the recognition's) and then runs the other per-backend checks in turn.
 
-    Returns the CompletedProcess with text stdout/stderr. The child never
-    sees the real data folder unless a test passes it explicitly.
+# The fast recipe's ResNet-9 at 1/16 width: seconds to train one epoch on a CPU. The
+# --distribute tests train the same way, so these runs are their single-device reference.
+TINY_TRAINING = ("--recipe", "fast", "--width", "0.0625", "--subset", "300", "--epochs", "1",
+                 "--batch-size", "50", "--allow-md5-mismatch")
+
+# Predictions of every saved model (argv[3:]) on the images in argv[1], as JSON in argv[2].
+PREDICT = """
+import json, sys
+import numpy as np
+from network.model_utils import load_model
+x = np.load(sys.argv[1])
+out = {}
+for path in sys.argv[3:]:
+    out[path] = np.asarray(load_model(path).predict(x, verbose=0)).tolist()
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+# A model that sees only the top-right quadrant (rows 0-15, columns 16-31) of the image:
+# its occlusion map must light up there (test_explain). Writes the map as JSON to argv[1].
+QUADRANT_MODEL = """
+import json, sys
+import numpy as np
+import keras
+from network.explain import occlusion_map
+
+inputs = keras.Input((32, 32, 3))
+x = keras.layers.Cropping2D(((0, 16), (16, 0)))(inputs)
+x = keras.layers.GlobalAveragePooling2D()(x)
+outputs = keras.layers.Dense(2, activation="softmax")(x)
+model = keras.Model(inputs, outputs)
+# Class 0 grows with the quadrant's brightness; weights small enough not to saturate.
+model.layers[-1].set_weights([np.array([[0.5, -0.5]] * 3, "float32"), np.zeros(2, "float32")])
+image = np.random.default_rng(0).uniform(0.7, 1.0, (32, 32, 3)).astype("float32")
+heat = occlusion_map(model, image, class_index=0)
+json.dump({"backend": keras.backend.backend(), "heat": heat.tolist()}, open(sys.argv[1], "w"))
+"""
+
+PREDICT_IMAGES = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
+
+
+@pytest.fixture(scope="session")
+def backend_training(tmp_path_factory, fake_data):
+    """TINY_TRAINING on every installed backend, each in a fresh process:
+    {backend: {"model_path", "reports", "run" (a helpers.StepResult), "process"}}."""
+    runs = {}
+    for backend in BACKENDS:
+        out = tmp_path_factory.mktemp(f"train-{backend}")
+        model_path = out / "models" / "best_model.h5"
+        done = run_steps([script_step("train_model", *TINY_TRAINING, "--data-dir", fake_data,
+                                      "--model-path", model_path, "--output-dir",
+                                      out / "reports")],
+                         env={"KERAS_BACKEND": backend})
+        assert done[0].returncode == 0, f"{backend}: {done[0].stderr[-3000:]}"
+        runs[backend] = {"model_path": model_path, "reports": out / "reports", "run": done[0],
+                         "process": done.process}
+    return runs
+
+
+@pytest.fixture(scope="session")
+def backend_checks(tmp_path_factory, fake_data, backend_training):
+    """One process per installed backend that runs, in turn (each step's results apart):
+
+    - ``recognise``: test_model on img/ with the backend's own model (the process's start);
+    - ``evaluate``: evaluate_model on 100 test images with that model;
+    - ``predict``: every backend's model on PREDICT_IMAGES (``predictions``: {path: array});
+    - ``heat``: QUADRANT_MODEL's occlusion map (``heat_map``: the JSON it wrote);
+    - ``distribute`` (PyTorch only): train_model --distribute, which it cannot do.
+
+    Returns {backend: {"folder": output folder, step name: StepResult, ...}}.
     """
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
-    child_env.pop("CIFAR100_DIR", None)
-    child_env.pop("DISPLAY", None)
-    child_env.update(env or {})
-    target = [str(ROOT / "network" / f"{script}.py")] if file_mode else ["-m", f"network.{script}"]
-    command = [sys.executable, *target, *map(str, args)]
-    return subprocess.run(command, cwd=cwd, env=child_env, capture_output=True, text=True,
-                          timeout=timeout)
+    folder = tmp_path_factory.mktemp("backend-checks")
+    np.save(folder / "x.npy", PREDICT_IMAGES)
+    paths = [str(run["model_path"]) for run in backend_training.values()]
+    checks = {}
+    for backend in BACKENDS:
+        out = folder / backend
+        model_path = backend_training[backend]["model_path"]
+        steps = {
+            "recognise": script_step("test_model", ROOT / "img", "--model-path", model_path,
+                                     "--output-dir", out / "recognition"),
+            "evaluate": script_step("evaluate_model", "--model-path", model_path,
+                                    "--data-dir", fake_data, "--allow-md5-mismatch",
+                                    "--subset", 100, "--output-dir", out / "evaluation"),
+            "predict": code_step(PREDICT, folder / "x.npy", out / "predictions.json", *paths),
+            "heat": code_step(QUADRANT_MODEL, out / "heat.json"),
+        }
+        if backend == "torch":
+            steps["distribute"] = script_step("train_model", *TINY_TRAINING, "--distribute",
+                                              "--data-dir", fake_data, "--output-dir",
+                                              out / "distribute", "--model-path",
+                                              out / "distribute" / "m.h5")
+        done = run_steps(list(steps.values()), env={"KERAS_BACKEND": backend})
+        checks[backend] = {"folder": out, "process": done.process,
+                           **dict(zip(steps, done.results))}
+        if done[2].returncode == 0:
+            checks[backend]["predictions"] = {
+                k: np.array(v)
+                for k, v in json.loads((out / "predictions.json").read_text()).items()}
+        if done[3].returncode == 0:
+            checks[backend]["heat_map"] = json.loads((out / "heat.json").read_text())
+    return checks
 
 
-def run_main(main, argv, capsys):
-    """Run a script's main in this process as its command line does (``cli.run_main``);
-    return (exit code, stdout, stderr)."""
-    from network import cli
-
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run_main(main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
+@pytest.fixture
+def backend_check(backend, backend_checks):
+    """``backend_checks[backend]``, skipped when the backend is not installed (for tests
+    parametrised over every backend)."""
+    if backend not in backend_checks:
+        pytest.skip(f"{backend} is not installed")
+    return backend_checks[backend]
 
 
-def assert_clean_error(result, *fragments):
-    """An expected failure: non-zero exit, one-line message, no traceback."""
-    assert result.returncode != 0, result.stdout[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr[-3000:]
+def summary_of(reports):
+    """A training run's train_summary.json."""
+    return json.loads((Path(reports) / "train_summary.json").read_text())
