@@ -6,58 +6,68 @@ multi-device paths run without GPUs.
 """
 
 import importlib.util
-import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, assert_clean_error, run_cli
+from conftest import TINY_TRAINING, summary_of
+from helpers import assert_clean_error, code_step, run_steps, script_step
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX not installed"),
-]
+pytestmark = pytest.mark.slow
 TWO_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
 
-def train(fake_data, out, *extra, env=TWO_DEVICES):
-    return run_cli("train_model", "--recipe", "fast", "--width", "0.0625", "--subset", 300,
-                   "--epochs", 1, "--batch-size", 50, "--data-dir", fake_data,
-                   "--allow-md5-mismatch", "--output-dir", out, "--model-path", out / "m.h5",
-                   *extra, env=env)
+def train_args(fake_data, out, *extra):
+    """TINY_TRAINING into ``out``: conftest's ``backend_training`` trained the same way on
+    one device, the reference for the runs below."""
+    return [*TINY_TRAINING, "--data-dir", fake_data, "--output-dir", out,
+            "--model-path", out / "m.h5", *extra]
 
 
-def test_distributed_matches_single_device(fake_data, tmp_path):
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    result = train(fake_data, single)
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = train(fake_data, multi, "--distribute")
+def first_loss(reports):
+    return pd.read_csv(reports / "history.csv")["loss"].iloc[0]
+
+
+@pytest.fixture(scope="module")
+def jax_two_devices(tmp_path_factory, fake_data):
+    """One JAX process with two CPU devices: a data-parallel run, then one whose batch does
+    not split over them. Returns (folder, [StepResult, StepResult])."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX not installed")
+    folder = tmp_path_factory.mktemp("jax-two-devices")
+    done = run_steps([
+        script_step("train_model", *train_args(fake_data, folder / "multi", "--distribute")),
+        script_step("train_model", *train_args(fake_data, folder / "odd", "--distribute",
+                                               "--batch-size", 51)),
+    ], env=TWO_DEVICES)
+    return folder, done.results
+
+
+def test_distributed_matches_single_device(jax_two_devices, backend_training):
+    folder, (result, _) = jax_two_devices
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Data-parallel training on 2 device(s)" in result.stdout
 
-    summary = json.loads((multi / "train_summary.json").read_text())
+    summary = summary_of(folder / "multi")
     assert summary["settings"]["replicas"] == 2
     assert summary["devices_used"] == 2  # the weights live on both devices
-    assert json.loads((single / "train_summary.json").read_text())["devices_used"] == 1
-
-    loss_single = pd.read_csv(single / "history.csv")["loss"].iloc[0]
-    loss_multi = pd.read_csv(multi / "history.csv")["loss"].iloc[0]
-    assert loss_multi == pytest.approx(loss_single, rel=1e-4)
+    single = backend_training["jax"]["reports"]
+    assert summary_of(single)["devices_used"] == 1
+    assert first_loss(folder / "multi") == pytest.approx(first_loss(single), rel=1e-4)
 
 
-def test_batch_must_split_over_devices(fake_data, tmp_path):
-    result = train(fake_data, tmp_path, "--distribute", "--batch-size", 51)
+def test_batch_must_split_over_devices(jax_two_devices):
+    folder, (_, result) = jax_two_devices
     assert_clean_error(result, "multiple of the 2 devices")
-    assert not (tmp_path / "m.h5").exists()
+    assert not (folder / "odd" / "m.h5").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed")
-def test_torch_backend_refuses_distribute(fake_data, tmp_path):
-    result = train(fake_data, tmp_path, "--distribute", env={"KERAS_BACKEND": "torch"})
-    assert_clean_error(result, "--distribute needs the JAX or TensorFlow backend")
+def test_torch_backend_refuses_distribute(backend_checks):
+    """A step of conftest's ``backend_checks`` on PyTorch."""
+    if "torch" not in backend_checks:
+        pytest.skip("PyTorch not installed")
+    assert_clean_error(backend_checks["torch"]["distribute"],
+                       "--distribute needs the JAX or TensorFlow backend")
 
 
 TF_TWO_REPLICAS = """
@@ -72,27 +82,18 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_tensorflow_mirrored_strategy_on_two_replicas(fake_data, tmp_path):
-    single = tmp_path / "single"
-    result = train(fake_data, single, env={"KERAS_BACKEND": "tensorflow"})
-    assert result.returncode == 0, result.stderr[-3000:]
-
+def test_tensorflow_mirrored_strategy_on_two_replicas(fake_data, tmp_path, backend_training):
     multi = tmp_path / "multi"
-    args = ["--recipe", "fast", "--width", "0.0625", "--subset", "300", "--epochs", "1",
-            "--batch-size", "50", "--data-dir", str(fake_data), "--allow-md5-mismatch",
-            "--output-dir", str(multi), "--model-path", str(multi / "m.h5"), "--distribute"]
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "MPLBACKEND": "Agg"}
-    env.pop("CIFAR100_DIR", None)
-    result = subprocess.run([sys.executable, "-c", TF_TWO_REPLICAS, *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = run_steps([code_step(TF_TWO_REPLICAS, *train_args(fake_data, multi,
+                                                               "--distribute"))],
+                       env={"KERAS_BACKEND": "tensorflow"})[0]
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Data-parallel training on 2 device(s)" in result.stdout
 
-    summary = json.loads((multi / "train_summary.json").read_text())
+    summary = summary_of(multi)
     assert summary["settings"]["replicas"] == 2
     assert summary["devices_used"] == 2  # mirrored variables: one copy per replica
     # BatchNorm statistics are per replica under MirroredStrategy, so the loss is close
     # to the single-device run rather than equal to it.
-    loss_single = pd.read_csv(single / "history.csv")["loss"].iloc[0]
-    loss_multi = pd.read_csv(multi / "history.csv")["loss"].iloc[0]
-    assert loss_multi == pytest.approx(loss_single, rel=0.02)
+    single = backend_training["tensorflow"]["reports"]
+    assert first_loss(multi) == pytest.approx(first_loss(single), rel=0.02)

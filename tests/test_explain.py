@@ -1,15 +1,8 @@
 """Occlusion heat maps (on every backend), overlays, and the most confident mistakes."""
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from fake_cifar import FINE_NAMES, FINE_TO_COARSE
 from network.errors import LabError
 from network.explain import (
@@ -24,27 +17,6 @@ from network.explain import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-# A model that sees only the top-right quadrant (rows 0-15, columns 16-31) of
-# the image: the map must light up there. Prints the map as JSON to argv[1].
-QUADRANT_MODEL = """
-import json, sys
-import numpy as np
-import keras
-from network.explain import occlusion_map
-
-inputs = keras.Input((32, 32, 3))
-x = keras.layers.Cropping2D(((0, 16), (16, 0)))(inputs)
-x = keras.layers.GlobalAveragePooling2D()(x)
-outputs = keras.layers.Dense(2, activation="softmax")(x)
-model = keras.Model(inputs, outputs)
-# Class 0 grows with the quadrant's brightness; weights small enough not to saturate.
-model.layers[-1].set_weights([np.array([[0.5, -0.5]] * 3, "float32"), np.zeros(2, "float32")])
-image = np.random.default_rng(0).uniform(0.7, 1.0, (32, 32, 3)).astype("float32")
-heat = occlusion_map(model, image, class_index=0)
-json.dump({"backend": keras.backend.backend(), "heat": heat.tolist()}, open(sys.argv[1], "w"))
-"""
-
 
 def png_size(path):
     data = path.read_bytes()
@@ -98,15 +70,12 @@ def test_heat_map_is_one_cheap_batch_of_the_input_size(tiny_model):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
-def test_heat_map_points_where_the_model_looks(backend, tmp_path):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    out = tmp_path / "heat.json"
-    result = subprocess.run([sys.executable, "-c", QUADRANT_MODEL, str(out)], cwd=ROOT,
-                            env={**os.environ, "KERAS_BACKEND": backend},
-                            capture_output=True, text=True, timeout=600)
+def test_heat_map_points_where_the_model_looks(backend, backend_check):
+    """conftest's QUADRANT_MODEL sees only the top-right quadrant of the image; its map,
+    computed on each backend (a step of ``backend_checks``), must light up there."""
+    result = backend_check["heat"]
     assert result.returncode == 0, result.stderr[-3000:]
-    payload = json.loads(out.read_text())
+    payload = backend_check["heat_map"]
     assert payload["backend"] == backend
     heat = np.array(payload["heat"])
     assert heat.shape == (32, 32)

@@ -1,10 +1,9 @@
 """The scripts' start: quick answers without Keras, no log noise, one line on the hardware.
 
 Subprocess tests run each script as a user would and look at which backends
-the process imported (``LOADED`` below) and at its stderr.
+the process imported (``helpers.run_steps`` records them) and at its stderr.
 """
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -13,77 +12,77 @@ import sys
 import pytest
 
 from conftest import ROOT
+from helpers import BACKEND_MODULES, run_steps, script_step
 from network import runtime
 
 SCRIPTS = ["train_model", "evaluate_model", "test_model", "make_report"]
+MISSING_MODEL_SCRIPTS = ["evaluate_model", "test_model", "make_report"]
 BACKENDS = ["tensorflow", "jax", "torch"]
-BACKEND_MODULES = ("tensorflow", "jax", "torch", "keras")
 # What TensorFlow, XLA and absl print when nobody silences them.
 NOISE = re.compile(r"^[IWEF]\d{4} |All log messages before absl|oneDNN|cuInit|cuda_",
                    re.MULTILINE)
 
-# Runs ``python -m network.<script> args`` and reports the backends it imported.
-PROBE = """
-import atexit, runpy, sys
-atexit.register(lambda: print("LOADED:", sorted(m for m in {modules!r} if sys.modules.get(m)),
-                              file=sys.stderr))
-sys.argv = ["{script}", *sys.argv[1:]]
-runpy.run_module("network.{script}", run_name="__main__", alter_sys=True)
-"""
-
-
-def run_probe(script, *args, env=None):
-    """(CompletedProcess, the backend modules the script imported)."""
-    child_env = {**os.environ, "MPLBACKEND": "Agg", **(env or {})}
-    for name in ("CIFAR100_DIR", "DISPLAY", "TF_CPP_MIN_LOG_LEVEL"):
-        child_env.pop(name, None)
-    code = PROBE.format(modules=BACKEND_MODULES, script=script)
-    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT,
-                            env=child_env, capture_output=True, text=True, timeout=600)
-    loaded = re.findall(r"^LOADED: \[(.*)\]$", result.stderr, re.MULTILINE)
-    assert loaded, result.stderr[-3000:]
-    return result, set(re.findall(r"'(\w+)'", loaded[-1]))
-
 
 # --- Answers before Keras ---------------------------------------------------------------
+# Each answer is one run of a script in a process shared by all of them (``helpers.run_steps``
+# records the backend modules imported after each): none may import a backend, so none
+# finds one imported by an earlier run.
+
+@pytest.fixture(scope="module")
+def answers(tmp_path_factory, tiny_model, fake_data):
+    """{name: StepResult} for the runs below, and "missing" -> the missing model's path."""
+    folder = tmp_path_factory.mktemp("answers")
+    missing = folder / "no_such_model.h5"
+    data = ["--model-path", tiny_model, "--data-dir", fake_data, "--output-dir", folder]
+    steps = {
+        **{f"help {script}": script_step(script, "--help") for script in SCRIPTS},
+        **{f"missing {script}": script_step(script, "--model-path", missing,
+                                            "--output-dir", folder)
+           for script in MISSING_MODEL_SCRIPTS},
+        # the fake files are not the official ones
+        "not official": script_step("evaluate_model", *data),
+        "subset too large": script_step("evaluate_model", *data, "--allow-md5-mismatch",
+                                        "--subset", 201),
+        "bad model path": script_step("train_model", "--model-path", folder / "model.txt",
+                                      "--output-dir", folder),
+    }
+    done = run_steps(list(steps.values()))
+    return {**dict(zip(steps, done.results)), "missing": missing}
+
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_help_imports_no_backend(script):
-    result, loaded = run_probe(script, "--help")
+def test_help_imports_no_backend(script, answers):
+    result = answers[f"help {script}"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert "usage:" in result.stdout
-    assert loaded == set(), loaded
+    assert result.backends == set(), result.backends
 
 
-@pytest.mark.parametrize("script", ["evaluate_model", "test_model", "make_report"])
-def test_missing_model_file_is_answered_without_a_backend(script, tmp_path):
-    missing = tmp_path / "no_such_model.h5"
-    result, loaded = run_probe(script, "--model-path", missing, "--output-dir", tmp_path)
+@pytest.mark.parametrize("script", MISSING_MODEL_SCRIPTS)
+def test_missing_model_file_is_answered_without_a_backend(script, answers):
+    result, missing = answers[f"missing {script}"], answers["missing"]
     assert result.returncode == 1
-    assert loaded == set(), loaded
+    assert result.backends == set(), result.backends
     message = [line for line in result.stderr.splitlines() if "error:" in line]
     assert message == [f"{script}: error: the model file {missing} does not exist: "
                        "check the path given with --model-path"], result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_data_mistakes_are_answered_without_a_backend(tiny_model, fake_data, tmp_path):
-    common = ["--model-path", tiny_model, "--data-dir", fake_data, "--output-dir", tmp_path]
-    result, loaded = run_probe("evaluate_model", *common)  # the fake files are not official
-    assert result.returncode == 1 and loaded == set(), loaded
+def test_data_mistakes_are_answered_without_a_backend(answers):
+    result = answers["not official"]
+    assert result.returncode == 1 and result.backends == set(), result.backends
     assert "not the official" in result.stderr and "--allow-md5-mismatch" in result.stderr
-    result, loaded = run_probe("evaluate_model", *common, "--allow-md5-mismatch",
-                               "--subset", 201)
-    assert result.returncode == 1 and loaded == set(), loaded
+    result = answers["subset too large"]
+    assert result.returncode == 1 and result.backends == set(), result.backends
     assert "--subset 201 is larger than the 200 test images" in result.stderr
 
 
-def test_bad_model_path_for_training_is_answered_without_a_backend(tmp_path):
-    result, loaded = run_probe("train_model", "--model-path", tmp_path / "model.txt",
-                               "--output-dir", tmp_path)
+def test_bad_model_path_for_training_is_answered_without_a_backend(answers):
+    result = answers["bad model path"]
     assert result.returncode == 2
     assert "--model-path must end in .h5 or .keras" in result.stderr
-    assert loaded == set(), loaded
+    assert result.backends == set(), result.backends
 
 
 def test_default_model_path_missing_says_to_train_first(tmp_path, monkeypatch):
@@ -110,43 +109,41 @@ def test_importing_the_package_changes_nothing():
 
 
 # --- A quiet start on every backend -----------------------------------------------------
+# The first run in a fresh process on each backend: recognition in conftest's
+# ``backend_checks``, training in ``backend_training``.
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_recognition_starts_quietly_and_names_the_backend(backend, tiny_model, tmp_path):
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    result, loaded = run_probe("test_model", ROOT / "img" / "rocket.jpg", "--model-path",
-                               tiny_model, "--output-dir", tmp_path,
-                               env={"KERAS_BACKEND": backend})
+def test_recognition_starts_quietly_and_names_the_backend(backend, backend_check):
+    result = backend_check["recognise"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert not NOISE.search(result.stderr), result.stderr[-3000:]
-    assert result.stderr.strip().splitlines() == [f"LOADED: {sorted(loaded)}"]  # nothing else
+    assert result.stderr.strip() == "", result.stderr[-3000:]  # nothing at all
+    process = backend_check["process"]
+    assert not NOISE.search(process.stderr), process.stderr[-3000:]  # nor at exit
     first = result.stdout.splitlines()[0]
     name = runtime.BACKEND_NAMES[backend]
     assert re.fullmatch(rf"Running on {name}, CPU \(\d+ cores?\), float32", first), first
     if backend != "tensorflow":
-        assert "tensorflow" not in loaded  # Keras would import all of it to read a .h5 file
+        # Keras would import all of it to read a .h5 file
+        assert "tensorflow" not in result.backends, result.backends
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_training_starts_quietly_and_says_when_there_is_no_gpu(backend, fake_data, tmp_path):
-    if importlib.util.find_spec(backend) is None:
+def test_training_starts_quietly_and_says_when_there_is_no_gpu(backend, backend_training):
+    if backend not in backend_training:
         pytest.skip(f"{backend} is not installed")
-    result, loaded = run_probe("train_model", "--recipe", "fast", "--width", "0.0625",
-                               "--subset", 100, "--epochs", 1, "--batch-size", 50,
-                               "--data-dir", fake_data, "--allow-md5-mismatch",
-                               "--model-path", tmp_path / "model.h5", "--output-dir", tmp_path,
-                               env={"KERAS_BACKEND": backend})
+    result, process = backend_training[backend]["run"], backend_training[backend]["process"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert not NOISE.search(result.stderr), result.stderr[-3000:]
+    assert not NOISE.search(process.stderr), process.stderr[-3000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("Running on"))
     name = runtime.BACKEND_NAMES[backend]
     assert re.fullmatch(rf"Running on {name}, (CPU \(\d+ cores?; no GPU found\), float32"
                         r"|GPU: .+, mixed_bfloat16)", line), line
     if backend != "tensorflow":
-        assert "tensorflow" not in loaded  # saving .h5 checkpoints needs none of it
+        assert "tensorflow" not in result.backends  # saving .h5 checkpoints needs none of it
 
 
 # --- The start-up line and the GPU hint ---------------------------------------------------
