@@ -6,7 +6,7 @@ import keras
 import pytest
 from keras import layers
 
-from conftest import assert_clean_error, run_cli
+from helpers import assert_clean_error, run_steps, script_step
 from network import PROJECT_ROOT, model_utils, test_model
 from network.errors import LabError
 from network.model_utils import load_class_names, load_model
@@ -184,21 +184,38 @@ def test_test_model_without_class_names(tmp_path, trained):
 
 # --- Through the command line: one line on stderr, no traceback -----------------------
 
+@pytest.fixture(scope="module")
+def cli_errors(tmp_path_factory, fake_data):
+    """evaluate_model with a text file for a model, then test_model with a model of the
+    wrong shape, one after the other in one process (``run_steps``). Returns
+    (folder, {"text file": StepResult, "wrong model": StepResult})."""
+    folder = tmp_path_factory.mktemp("cli-errors")
+    text = folder / "model.h5"
+    text.write_text("these are not the weights you are looking for\n")
+    mnist = folder / "mnist.h5"
+    small_model((28, 28, 1), 10).save(mnist)
+    done = run_steps([
+        script_step("evaluate_model", "--model-path", text, "--data-dir", fake_data,
+                    "--allow-md5-mismatch", "--output-dir", folder / "evaluation"),
+        script_step("test_model", "img", "--model-path", mnist,
+                    "--output-dir", folder / "recognition"),
+    ])
+    return folder, {"text file": done[0], "wrong model": done[1]}
+
+
 @pytest.mark.slow
-def test_evaluate_model_cli_with_a_text_file(not_a_model, fake_data, tmp_path):
-    result = run_cli("evaluate_model", "--model-path", not_a_model, "--data-dir", fake_data,
-                     "--allow-md5-mismatch", "--output-dir", tmp_path / "out")
+def test_evaluate_model_cli_with_a_text_file(cli_errors):
+    _, results = cli_errors
+    result = results["text file"]
     assert_clean_error(result, "evaluate_model: error:", "model.h5 is not an HDF5 file")
     assert result.returncode == 1
 
 
 @pytest.mark.slow
-def test_test_model_cli_with_a_wrong_model(tmp_path):
-    path = tmp_path / "mnist.h5"
-    small_model((28, 28, 1), 10).save(path)
-    result = run_cli("test_model", "img", "--model-path", path,
-                     "--output-dir", tmp_path / "out")
+def test_test_model_cli_with_a_wrong_model(cli_errors):
+    folder, results = cli_errors
+    result = results["wrong model"]
     assert_clean_error(result, "test_model: error:",
                        "mnist.h5 maps (28, 28, 1) -> (10,), but this lab needs")
     assert result.returncode == 1
-    assert not (tmp_path / "out" / "predictions" / "predictions.csv").exists()
+    assert not (folder / "recognition" / "predictions" / "predictions.csv").exists()

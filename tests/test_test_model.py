@@ -1,8 +1,8 @@
 """Recognising one's own images: every format, every kind of bad file, the outputs.
 
 Two command-line runs (a folder of good and bad files, and the default img/
-folder) with a tiny untrained model; the rest calls main, read_image and
-friends directly.
+folder, one after the other in one process) with a tiny untrained model; the rest
+calls main, read_image and friends directly.
 """
 
 import json
@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
+from conftest import ROOT
 from fake_cifar import FINE_NAMES
+from helpers import run_steps, script_step
 from network import test_model
 from network.errors import LabError
 from network.test_model import (
@@ -110,11 +111,24 @@ def mixed_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mixed_run(mixed_folder, tiny_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("mixed_out")
-    result = run_cli("test_model", mixed_folder, mixed_folder / "missing.jpg",
-                     "--model-path", tiny_model, "--output-dir", out)
-    return result, out / "predictions"
+def cli_runs(mixed_folder, tiny_model, tmp_path_factory):
+    """The two command-line runs, one after the other in one process (``run_steps``):
+    the mixed folder (and a missing file), then the default img/ folder. Returns
+    {"mixed": (StepResult, predictions folder), "default": (StepResult, predictions folder)}.
+    """
+    mixed, default = tmp_path_factory.mktemp("mixed_out"), tmp_path_factory.mktemp("img_out")
+    done = run_steps([
+        script_step("test_model", mixed_folder, mixed_folder / "missing.jpg",
+                    "--model-path", tiny_model, "--output-dir", mixed),
+        script_step("test_model", "--model-path", tiny_model, "--output-dir", default),
+    ])
+    return {"mixed": (done[0], mixed / "predictions"),
+            "default": (done[1], default / "predictions")}
+
+
+@pytest.fixture(scope="module")
+def mixed_run(cli_runs):
+    return cli_runs["mixed"]
 
 
 def check_predictions(folder, expected_files):
@@ -183,14 +197,13 @@ def test_mixed_folder_one_line_per_unreadable_input(mixed_run):
 
 
 @pytest.mark.slow
-def test_default_run_classifies_the_sample_photos(tiny_model, tmp_path):
+def test_default_run_classifies_the_sample_photos(cli_runs):
     photos = sorted(p.name for p in (ROOT / "img").iterdir()
                     if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     assert len(photos) == 7
-    result = run_cli("test_model", "--model-path", tiny_model, "--output-dir", tmp_path)
+    result, out = cli_runs["default"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipped" not in result.stderr
-    out = tmp_path / "predictions"
     for photo in photos:
         assert (out / f"{photo.rsplit('.', 1)[0]}_top5.png").is_file(), photo
         top5_line(result.stdout, f"img/{photo}")  # named as from the working folder
