@@ -6,14 +6,15 @@ checkpoint unchanged.
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT
 from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
-from network import cli
+from helpers import call_main, run_cli, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +50,15 @@ def images_in(folder):
 
 @pytest.fixture(scope="module")
 def evaluated(trained, fake_data, tmp_path_factory):
+    """evaluate_model --tta in this process (its command line runs in test_backends)."""
+    from network.evaluate_model import main
+
     out = tmp_path_factory.mktemp("evaluation")
-    result = run_cli("evaluate_model", "--model-path", trained["model_path"], "--data-dir",
-                     fake_data, "--allow-md5-mismatch", "--output-dir", out, "--tta")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out, result
+    code, stdout, stderr = call_main(main, ["--model-path", trained["model_path"],
+                                            "--data-dir", fake_data, "--allow-md5-mismatch",
+                                            "--output-dir", out, "--tta", "--no-show"])
+    assert code == 0, stderr[-3000:]
+    return out, SimpleNamespace(stdout=stdout, stderr=stderr)
 
 
 @pytest.fixture(scope="module")
@@ -185,14 +190,17 @@ def test_recognition_of_the_sample_photos(recognised):
 # --- The fast recipe -----------------------------------------------------------------------
 
 def test_fast_recipe_trains_and_evaluate_model_reads_it(fake_data, tmp_path, capsys):
+    """Both in this process (the scripts' command lines run in test_backends)."""
     from network.evaluate_model import main as evaluate
     from network.model_utils import load_model
+    from network.train_model import main as train
 
     model_path, reports = tmp_path / "models" / "best_model.h5", tmp_path / "reports"
-    result = run_cli("train_model", "--recipe", "fast", "--width", "0.0625", "--epochs", 2,
-                     "--batch-size", 64, "--subset", 300, "--val-split", 0, "--data-dir", fake_data,
-                     "--allow-md5-mismatch", "--model-path", model_path, "--output-dir", reports)
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, _, err = run_main(train, [
+        "--recipe", "fast", "--width", "0.0625", "--epochs", 2, "--batch-size", 64,
+        "--subset", 300, "--val-split", 0, "--data-dir", fake_data, "--allow-md5-mismatch",
+        "--model-path", model_path, "--output-dir", reports, "--no-show"], capsys)
+    assert code == 0, err[-3000:]
     history = pd.read_csv(reports / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     assert not any(c.startswith("val_") for c in history.columns)  # no hold-out asked for
@@ -201,11 +209,10 @@ def test_fast_recipe_trains_and_evaluate_model_reads_it(fake_data, tmp_path, cap
     assert (summary["train_images"], summary["val_images"]) == (300, 0)
     assert load_model(model_path).name == "resnet9"
 
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run_main(evaluate, ["--model-path", str(model_path), "--data-dir", str(fake_data),
-                                "--allow-md5-mismatch", "--output-dir", str(tmp_path / "eval"),
-                                "--subset", "100", "--no-show"])
-    assert exit_info.value.code == 0, capsys.readouterr().err
+    code, _, err = run_main(evaluate, ["--model-path", model_path, "--data-dir", fake_data,
+                                       "--allow-md5-mismatch", "--output-dir", tmp_path / "eval",
+                                       "--subset", "100", "--no-show"], capsys)
+    assert code == 0, err
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["images"] == 100
     assert_sane_metrics(metrics)

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli, run_main
+from helpers import ROOT, child_env, run_main
 from network.errors import LabError
 
 EPOCHS = 12
@@ -30,11 +29,10 @@ def history_epochs(path):
 def start_and_kill(argv, out, log):
     """Start training, SIGKILL it once two epochs are logged and backed up; return the
     epoch its backup reached."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
-    env.pop("CIFAR100_DIR", None)
     with open(log, "w") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "network.train_model", *argv],
-                                   cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", "network.train_model", *map(str, argv)],
+                                   cwd=ROOT, env=child_env(), stdout=sink,
+                                   stderr=subprocess.STDOUT)
     state_path = out / "resume" / "state.json"
     deadline = time.monotonic() + 300
     try:
@@ -55,6 +53,7 @@ def start_and_kill(argv, out, log):
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_finished_epoch(fake_data, tmp_path, capsys):
+    """A run killed mid-way (its own process), then resumed in this one."""
     from network.model_utils import load_model
     from network.train_model import main
 
@@ -71,19 +70,18 @@ def test_killed_run_resumes_from_its_last_finished_epoch(fake_data, tmp_path, ca
     assert (out / "resume" / "state.json").is_file()  # nothing was thrown away
 
     # --resume needs no other option: the run's settings were saved.
-    result = run_cli("train_model", "--resume", "--output-dir", out, "--model-path",
-                     model_path, "--no-show")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"Resuming the interrupted run after epoch {finished} " in result.stdout
-    epochs_run = [int(n) for n in re.findall(rf"^Epoch (\d+)/{EPOCHS}$", result.stdout,
-                                             flags=re.M)]
+    code, stdout, err = run_main(main, ["--resume", "--output-dir", out, "--model-path",
+                                        model_path, "--no-show"], capsys)
+    assert code == 0, stdout[-3000:] + err[-3000:]
+    assert f"Resuming the interrupted run after epoch {finished} " in stdout
+    epochs_run = [int(n) for n in re.findall(rf"^Epoch (\d+)/{EPOCHS}$", stdout, flags=re.M)]
     assert epochs_run == list(range(finished + 1, EPOCHS + 1))
 
     assert history_epochs(out / "history.csv") == list(range(1, EPOCHS + 1))  # each once
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["epochs_run"] == EPOCHS
     assert summary["resumed_after_epoch"] == finished
-    assert f"{EPOCHS - finished} epochs in" in result.stdout
+    assert f"{EPOCHS - finished} epochs in" in stdout
     assert summary["settings"]["recipe"] == "fast" and summary["settings"]["subset"] == 200
     assert not (out / "resume").exists()  # the finished run leaves no backup
     model = load_model(model_path)
