@@ -2,25 +2,11 @@
 loading on the CPU (data_loading)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from benchmarks import flops, training_speed
-from conftest import ROOT, assert_clean_error
-
-
-def run_script(name, *args, env=None, module=False):
-    """Run ``benchmarks/<name>.py`` in a subprocess (as a file, or with ``-m``)."""
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    child_env.pop("CIFAR100_DIR", None)
-    child_env.update(env or {})
-    target = ["-m", f"benchmarks.{name}"] if module else [str(ROOT / "benchmarks" / f"{name}.py")]
-    return subprocess.run([sys.executable, *target, *map(str, args)], cwd=ROOT, env=child_env,
-                          capture_output=True, text=True, timeout=300)
-
+from helpers import assert_clean_error, run_cli
 
 # --- FLOPs -----------------------------------------------------------------------------------
 
@@ -154,8 +140,9 @@ def test_data_loading_compares_both_paths(fake_data, tmp_path):
     out = tmp_path / "cpu.json"
     # The numpy backend keeps the lab path's `import keras` quick; to_categorical
     # on a list is plain NumPy on every backend.
-    result = run_script("data_loading", "--data-dir", fake_data, "--allow-md5-mismatch",
-                        "--repeats", "1", "--json", out, env={"KERAS_BACKEND": "numpy"})
+    result = run_cli("benchmarks.data_loading", "--data-dir", fake_data, "--allow-md5-mismatch",
+                     "--repeats", "1", "--json", out, env={"KERAS_BACKEND": "numpy"},
+                     file_mode=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lab manual (float64)" in result.stdout and "peak RSS" in result.stdout
     figures = json.loads(out.read_text())
@@ -172,7 +159,8 @@ def test_data_loading_compares_both_paths(fake_data, tmp_path):
 
 
 def test_data_loading_missing_data_is_a_clean_error(tmp_path):
-    result = run_script("data_loading", "--data-dir", tmp_path / "nowhere")
+    result = run_cli("benchmarks.data_loading", "--data-dir", tmp_path / "nowhere",
+                     file_mode=True)
     assert_clean_error(result, "data_loading: error:", "not found")
 
 
@@ -182,7 +170,7 @@ def test_data_loading_missing_data_is_a_clean_error(tmp_path):
     ("flops", ("--recipe", "--width", "--json")),
 ])
 def test_help_as_module(script, options):
-    result = run_script(script, "--help", module=True)
+    result = run_cli(f"benchmarks.{script}", "--help")
     assert result.returncode == 0, result.stderr[-3000:]
     for option in options:
         assert option in result.stdout

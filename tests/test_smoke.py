@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.mark.slow
