@@ -2,7 +2,9 @@
 
 Keras dispatches training steps asynchronously only while every callback's
 per-batch hooks are left alone or marked ``async_safe``; one that is not (such
-as Keras's ``TerminateOnNaN``) makes the loop wait for each step's results.
+as Keras's ``TerminateOnNaN``) makes the loop wait for each step's results. The
+check below reads the hooks off each callback's class (what a callback overrides is
+public), on every backend alike.
 """
 
 import keras
@@ -10,8 +12,10 @@ import pytest
 
 from network.recipes import RECIPES
 
+# Every per-batch hook of keras.callbacks.Callback (Keras itself looks at the *_end ones).
 BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
-               "on_test_batch_begin", "on_test_batch_end")
+               "on_test_batch_begin", "on_test_batch_end", "on_predict_batch_begin",
+               "on_predict_batch_end")
 
 
 def per_batch_hooks(callback):
@@ -22,26 +26,50 @@ def per_batch_hooks(callback):
             if getattr(type(callback), name) is not getattr(keras.callbacks.Callback, name)]
 
 
-def test_the_check_catches_a_per_batch_callback():
+def test_every_batch_hook_is_one_keras_defines():
+    for name in BATCH_HOOKS:
+        assert callable(getattr(keras.callbacks.Callback, name)), name
+
+
+@pytest.mark.parametrize("hook", BATCH_HOOKS)
+def test_the_check_catches_each_per_batch_hook(hook):
+    """A callback that overrides any one batch hook is caught, unless it declares itself
+    async-safe."""
+    per_batch = type("PerBatch", (keras.callbacks.Callback,),
+                     {hook: lambda self, batch, logs=None: None})
+    assert per_batch_hooks(per_batch()) == [hook]
+    declared = type("Declared", (per_batch,), {"async_safe": True})
+    assert per_batch_hooks(declared()) == []
+    assert per_batch_hooks(keras.callbacks.Callback()) == []
+
+
+def test_the_check_on_keras_own_callbacks():
     assert per_batch_hooks(keras.callbacks.TerminateOnNaN()) == ["on_batch_end"]
     assert per_batch_hooks(keras.callbacks.CSVLogger("x.csv")) == []
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("has_val", [True, False])
-def test_no_callback_of_train_model_works_per_batch(recipe, has_val, tmp_path):
+def test_no_callback_of_train_model_works_per_batch(recipe, has_val, tmp_path, monkeypatch):
+    """make_callbacks' callbacks, and the note cpu_advice adds on a machine without a GPU
+    (a stand-in hint makes it appear whatever this machine has)."""
+    from network import runtime
     from network.recipes import Run
     from network.train_callbacks import make_callbacks
-    from network.train_model import parse_args
+    from network.train_model import cpu_advice, parse_args
 
-    args = parse_args(["--recipe", recipe, "--output-dir", str(tmp_path / "out"),
-                       "--model-path", str(tmp_path / "m" / "best_model.h5")])
+    args = parse_args(["--recipe", recipe, "--epochs", "3", "--output-dir",
+                       str(tmp_path / "out"), "--model-path",
+                       str(tmp_path / "m" / "best_model.h5")])
     (tmp_path / "out" / "resume").mkdir(parents=True)
-    callbacks, _ = make_callbacks(Run.from_args(args), {}, tmp_path / "out" / "resume", has_val)
-    assert callbacks
+    run = Run.from_args(args)
+    callbacks, _ = make_callbacks(run, {}, tmp_path / "out" / "resume", has_val)
+    monkeypatch.setattr(runtime, "no_gpu_hint", lambda *args, **kwargs: "No GPU found.")
+    note = cpu_advice(run)
+    assert note is not None  # --epochs: no time budget, so the note on the run's length
+    callbacks = [*callbacks, note]
+    names = {type(c).__name__ for c in callbacks}
+    assert {"AtomicCheckpoint", "StateWriter", "HistoryLogger", "RunLengthNote"} <= names
+    assert ("ResumableEarlyStopping" in names) == (has_val and recipe == "lab")
     assert {type(c).__name__: per_batch_hooks(c) for c in callbacks} == {
         type(c).__name__: [] for c in callbacks}
-    # Keras agrees: with these callbacks its loop may dispatch training asynchronously.
-    callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=True)
-    if keras.src.backend.IS_THREAD_SAFE:
-        assert callback_list._async_train
