@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, run_cli, run_main
+from helpers import assert_clean_error, run_cli, run_main
 
 # A tiny ResNet-9 on the synthetic data: seconds per run on a CPU.
 FAST = ("--recipe", "fast", "--width", "0.0625", "--batch-size", "64", "--allow-md5-mismatch",
@@ -124,6 +124,44 @@ def test_subset_larger_than_the_data_files(fake_data, tmp_path, capsys):
     assert code == 1
     assert "--subset 301 is larger than the 300 training images" in err
     assert not (tmp_path / "m" / "best_model.h5").exists()
+
+
+# --- What a run trains ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cpu_recipe_with_fixed_epochs_and_width_trains_exactly_those(fake_data, tmp_path,
+                                                                      capsys):
+    """--recipe cpu --epochs 2 --width 0.125: two epochs, with no time budget planned or
+    left for a resume, of the ResNet-9 at that width (the recipe's default is 0.25) with
+    the recipe's stride-2 stem."""
+    import json
+
+    from network.model_utils import build_resnet9, load_model
+    from network.recipes import RECIPES
+    from network.train_model import main
+
+    out, model_path = tmp_path / "reports", tmp_path / "models" / "best_model.h5"
+    code, stdout, err = run_main(main, [
+        "--recipe", "cpu", "--epochs", 2, "--width", 0.125, "--subset", 300,
+        "--batch-size", 64, "--allow-md5-mismatch", "--no-show", "--data-dir", fake_data,
+        "--output-dir", out, "--model-path", model_path], capsys)
+    assert code == 0, err[-3000:]
+    assert RECIPES["cpu"].width != 0.125 and RECIPES["cpu"].minutes  # both really overridden
+    assert "Time budget" not in stdout  # nothing was planned
+
+    summary = json.loads((out / "train_summary.json").read_text())
+    settings = summary["settings"]
+    assert (settings["recipe"], settings["epochs"], settings["width"]) == ("cpu", 2, 0.125)
+    assert settings["minutes"] is None and settings.get("planned_epoch_s") is None
+    assert summary["epochs_run"] == 2
+    assert [int(line.split(",")[0]) for line in
+            (out / "history.csv").read_text().splitlines()[1:]] == [1, 2]
+
+    expected = build_resnet9(width=0.125, stem_stride=2).count_params()
+    assert expected != build_resnet9(width=RECIPES["cpu"].width, stem_stride=2).count_params()
+    assert summary["parameters"] == expected
+    stem = load_model(model_path).get_layer("prep_conv")
+    assert (stem.filters, stem.strides) == (8, (2, 2))  # 64 x 0.125, the cpu recipe's stem
 
 
 # --- NaN loss ------------------------------------------------------------------------------
