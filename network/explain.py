@@ -11,8 +11,12 @@ most, the network was looking there. It was chosen over Grad-CAM because
 - it is cheap at 32x32: all 169 occluded copies (8x8 patch, stride 2) plus the
   original go through the network as one batch, in one ``predict`` call.
 
-The heat map has the input's size, averages the overlapping patches and is
-scaled to [0, 1] (1: the region whose hiding costs the most probability).
+The heat map has the input's size and averages the overlapping patches: the
+drop of the class's probability when each region is hidden (or, normalised,
+scaled to [0, 1]). The chart draws it on a colour scale from 0 to the class's
+probability, the most that hiding can take away, so a strong colour always
+means a large drop; a model that no region moves (one at chance, every class
+about 1 %) gets "nothing to show" instead of a scale stretched over noise.
 
 The second half works from the per-image test predictions: the wrong answers
 given with the highest confidence, a grid of them, and how many stay within
@@ -37,6 +41,11 @@ from network.files import save_figure
 PATCH = 8
 STRIDE = 2
 COLORMAP = "jet"  # as in the keras.io Grad-CAM example: red is where the model looks
+MIN_DROP = 0.01   # a heat map whose largest drop is below 1 percentage point shows nothing
+# The charts are drawn wider than a printed A4 page's 6.7 inches (sharper on paper): their
+# text is sized so that, shrunk to the page, it stays at 9 pt or more.
+TOP5_SIZE, TOP5_FONT = (10.5, 4.2), 16
+GRID_WIDTH, GRID_FONT = 10, 14
 
 
 # --- Occlusion sensitivity -----------------------------------------------------------
@@ -103,11 +112,12 @@ def occlusion_map(model, image, class_index, patch=PATCH, stride=STRIDE, fill=No
     return heat.astype(np.float32)
 
 
-def overlay_heatmap(image, heat, alpha=0.45, colormap=COLORMAP):
+def overlay_heatmap(image, heat, alpha=0.45, colormap=COLORMAP, vmax=1.0):
     """The photo (RGB uint8, any size) with the heat map blended over it, as RGB uint8.
 
-    The 32x32 map is upsampled smoothly to the photo's size, so a large photo
-    gets a soft overlay rather than 32x32 blocks.
+    The map's colours run from 0 to ``vmax`` (above it, the top colour). The
+    32x32 map is upsampled smoothly to the photo's size, so a large photo gets
+    a soft overlay rather than 32x32 blocks.
     """
     import cv2
     import matplotlib
@@ -118,38 +128,76 @@ def overlay_heatmap(image, heat, alpha=0.45, colormap=COLORMAP):
     height, width = image.shape[:2]
     heat = cv2.resize(np.asarray(heat, dtype=np.float32), (width, height),
                       interpolation=cv2.INTER_CUBIC)
-    colours = matplotlib.colormaps[colormap](np.clip(heat, 0, 1))[..., :3]
+    colours = matplotlib.colormaps[colormap](np.clip(heat / vmax, 0, 1))[..., :3]
     blended = (1 - alpha) * image.astype(np.float32) / 255 + alpha * colours
     return np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def plot_explained_top5(image, heat, names, probs, path, title, show=False):
-    """Photo | heat-map overlay | top-5 bar chart, in one PNG.
+    """Photo | heat map with its colour scale | top-5 bar chart, in one PNG.
 
-    The bar chart shows the five most likely classes; the middle panel shows
-    where the network found its first class (``names[0]``).
+    ``heat`` is ``occlusion_map(..., normalize=False)`` for the first class
+    (``names[0]``): the drop of its probability when each region is hidden.
+    Its colour scale runs from 0 to that class's probability, in percentage
+    points; when no region lowers it by ``MIN_DROP``, the middle panel says
+    there is nothing to show. ``title`` is shown as given (a file name).
     """
     import matplotlib.pyplot as plt
 
-    fig, (photo, overlay, chart) = plt.subplots(1, 3, figsize=(13, 4),
-                                                gridspec_kw={"width_ratios": [1, 1, 1.4]})
-    photo.imshow(image)
-    photo.set_title(title, fontsize=11)
-    overlay.imshow(overlay_heatmap(image, heat))
-    overlay.set_title(f"Where it sees {names[0]}", fontsize=11)
-    for ax in (photo, overlay):
-        ax.axis("off")
+    with plt.rc_context({"font.size": TOP5_FONT}):  # tick labels too
+        fig = plt.figure(figsize=TOP5_SIZE, layout="constrained")
+        grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.5], height_ratios=[1, 0.06])
+        photo, overlay = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+        photo.imshow(image)
+        photo.set_title(_shorten(title, 24), fontsize=TOP5_FONT)
+        _draw_heat(fig, overlay, fig.add_subplot(grid[1, 1]), image, heat, names[0],
+                   float(probs[0]))
+        for ax in (photo, overlay):
+            ax.axis("off")
+        fig.add_subplot(grid[1, 0]).axis("off")
+        _draw_top5(fig.add_subplot(grid[:, 2]), names, probs)
+        save_figure(fig, path, show)
+
+
+def _shorten(text, width):
+    return text if len(text) <= width else text[:width - 1] + "\u2026"
+
+
+def _draw_heat(fig, ax, scale_ax, image, heat, name, top_prob):
+    """The overlay and its colour scale (drop of ``name``'s probability, in points)."""
+    import matplotlib
+    from matplotlib.cm import ScalarMappable
+
+    heat = np.asarray(heat, dtype=np.float32)
+    vmax = max(top_prob, 1e-6)
+    scale = ScalarMappable(matplotlib.colors.Normalize(0, vmax * 100), COLORMAP)
+    bar = fig.colorbar(scale, cax=scale_ax, orientation="horizontal")
+    bar.set_label("Probability drop (points)", fontsize=TOP5_FONT)
+    bar.locator = matplotlib.ticker.MaxNLocator(4)
+    bar.update_ticks()
+    if heat.max() < MIN_DROP:
+        faded = (np.asarray(image, dtype=np.float32) * 0.35 + 255 * 0.65).astype(np.uint8)
+        ax.imshow(faded)
+        ax.text(0.5, 0.5, "Nothing to show:\nhiding any region\nlowers its\nprobability by\n"
+                f"{MIN_DROP * 100:g} point or more", transform=ax.transAxes, ha="center",
+                va="center", fontsize=TOP5_FONT)
+        ax.set_title(f"Where it sees\n{_shorten(name, 18)}", fontsize=TOP5_FONT)
+        return
+    ax.imshow(overlay_heatmap(image, heat, vmax=vmax))
+    ax.set_title(f"Where it sees\n{_shorten(name, 18)}", fontsize=TOP5_FONT)
+
+
+def _draw_top5(chart, names, probs):
+    """Horizontal bars in %, the axis matching the labels."""
     positions = np.arange(len(names))[::-1]
-    bars = chart.barh(positions, probs, color="tab:blue")
-    chart.set_yticks(positions, names, fontsize=11)
-    chart.set_xlim(0, 1)
-    chart.set_xlabel("Probability")
-    chart.bar_label(bars, labels=[f"{p:.1%}" for p in probs], padding=3)
+    bars = chart.barh(positions, np.asarray(probs) * 100, color="tab:blue")
+    chart.set_yticks(positions, names, fontsize=TOP5_FONT)
+    chart.set_xlim(0, 100)
+    chart.set_xlabel("Probability (%)", fontsize=TOP5_FONT)
+    chart.bar_label(bars, labels=[f"{p:.1%}" for p in probs], padding=3, fontsize=TOP5_FONT)
     for side in ("top", "right"):
         chart.spines[side].set_visible(False)
-    chart.set_title("Top-5 prediction", fontsize=12)
-    fig.tight_layout()
-    save_figure(fig, path, show)
+    chart.set_title("Top-5 prediction", fontsize=TOP5_FONT)
 
 
 # --- Confident mistakes --------------------------------------------------------------
@@ -178,17 +226,17 @@ def plot_confident_mistakes(images, indices, y_true, y_pred, confidence, names, 
 
     cols = 4
     rows = max(1, -(-len(indices) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(GRID_WIDTH, 3.2 * rows), squeeze=False,
+                             layout="constrained")  # titles never run into the row above
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, indices):
         ax.imshow(images[i])
-        ax.set_title(f"True: {names[y_true[i]]}\nPredicted: {names[y_pred[i]]} "
-                     f"({confidence[i]:.1%})", fontsize=11, color="red")
+        ax.set_title(f"True: {names[y_true[i]]}\nPredicted: {names[y_pred[i]]}\n"
+                     f"({confidence[i]:.1%})", fontsize=GRID_FONT, color="red")
     if len(indices) == 0:
-        axes[0, 0].text(0, 0.5, "No wrong predictions", fontsize=13)
-    fig.suptitle("The most confident mistakes", fontsize=16)
-    fig.tight_layout(rect=(0, 0, 1, 0.98))  # keep the first row's titles off the suptitle
+        axes[0, 0].text(0, 0.5, "No wrong predictions", fontsize=GRID_FONT)
+    fig.suptitle("The most confident mistakes", fontsize=GRID_FONT + 2)
     save_figure(fig, path, show)
 
 

@@ -3,6 +3,8 @@
 Every figure is saved as PNG (atomically) and shown only when asked.
 """
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 
@@ -103,12 +105,16 @@ def has_validation(history):
 
 
 def plot_history(history, path, show=False):
-    """Loss and accuracy (in %) per epoch, training vs validation, side by side."""
+    """Loss and accuracy (in %) per epoch, training vs validation, side by side.
+
+    Drawn at the width of a printed A4 page (6.6 in), so its text stays at 9 pt
+    or more on paper.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     epochs = epoch_numbers(history)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(6.6, 3.1))
     for ax, metric, title, scale in ((axes[0], "loss", "Loss", 1),
                                      (axes[1], "accuracy", "Accuracy (%)", 100)):
         name = title.split(" ")[0].lower()
@@ -117,19 +123,24 @@ def plot_history(history, path, show=False):
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"] * scale, "o-", label=f"Validation {name}",
                     clip_on=False)
-        ax.set_xlabel("Epoch", fontsize=13)
+        ax.set_xlabel("Epoch", fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.5"
-        ax.set_ylabel(title, fontsize=13)
+        if len(epochs) == 1:  # one point: a tick at it, not a zoomed axis of fractions
+            ax.set_xticks(list(epochs), list(map(str, epochs)))
+        ax.set_ylabel(title, fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=9)
     # A chance-level model sits near 1 %: start the axis at 0 so it does not look like 100.
     axes[1].set_ylim(bottom=0)
     fig.suptitle("Loss and accuracy during training" if has_validation(history) else
-                 "Loss and accuracy on the training images (no validation split)", fontsize=15)
+                 "Loss and accuracy on the training images (no validation split)", fontsize=11)
+    fig.tight_layout()
     save_figure(fig, path, show)
 
 
-def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=False):
+def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=False, cols=4,
+                          block=(3.0, 3.1), title_size=15):
     """The confusion matrix as one block per superclass, so every class name is legible.
 
     A 100 x 100 matrix at page width leaves a few pixels per class. Each block
@@ -137,17 +148,19 @@ def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=Fa
     "elsewhere" column for predictions outside the superclass (the report's
     superclass matrix and confused pairs tell where those went). Shades are
     shares of the true class's test images; numbers are image counts.
+
+    ``cols`` blocks of ``block`` (width, height) inches per row: the lab report
+    prints a few superclasses at a time, 3 blocks to a 6.6-inch row, so the
+    10 pt labels stay 10 pt on paper.
     """
     import matplotlib.pyplot as plt
 
     cm = np.asarray(cm)
     fine_to_coarse = np.asarray(fine_to_coarse)
     totals = cm.sum(axis=1)
-    cols = 4
     rows = -(-len(coarse_names) // cols)
-    # 12 inches wide: at the report's width (~1100 px) the 10 pt labels stay ~12 px high.
-    fig, axes = plt.subplots(rows, cols, figsize=(12, 3.1 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(block[0] * cols, block[1] * rows),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat[len(coarse_names):]:
         ax.axis("off")
     for ax, (coarse, coarse_name) in zip(axes.flat, enumerate(coarse_names)):
@@ -164,11 +177,14 @@ def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=Fa
         ax.set_yticks(range(len(members)), labels, fontsize=10)
         ax.set_xticks(range(len(members) + 1), [*labels, "elsewhere"], fontsize=10,
                       rotation=40, ha="right", rotation_mode="anchor")
-        ax.set_title(coarse_name.replace("_", " "), fontsize=11, fontweight="bold")
+        # Long names take two lines, so narrow blocks' titles do not run into each other.
+        ax.set_title(textwrap.fill(coarse_name.replace("_", " "), 20 if cols < 4 else 40),
+                     fontsize=11, fontweight="bold")
     fig.colorbar(image, ax=axes, location="bottom", shrink=0.5, aspect=40, pad=0.01,
                  label="Share of the true class's test images (numbers: image counts)")
-    fig.suptitle("Confusion matrix by superclass (rows: true class, columns: predicted class)",
-                 fontsize=15)
+    if title_size:  # None: the figure's caption says it
+        fig.suptitle("Confusion matrix by superclass (rows: true class, columns: predicted "
+                     "class)", fontsize=title_size)
     save_figure(fig, path, show)
 
 
@@ -182,7 +198,8 @@ def plot_test_samples(images, true_names, pred_names, path, show=False):
 
     cols = 4
     rows = -(-len(images) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(12, 4.2 * rows), squeeze=False)
+    # The width of a printed A4 page: the 9 pt titles stay 9 pt on paper.
+    fig, axes = plt.subplots(rows, cols, figsize=(6.6, 2.25 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, true, pred in zip(axes.flat, images, true_names, pred_names):
@@ -193,9 +210,9 @@ def plot_test_samples(images, true_names, pred_names, path, show=False):
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
-            spine.set(color=color, linewidth=4, linestyle="-" if right else (0, (2, 1.5)))
+            spine.set(color=color, linewidth=2.5, linestyle="-" if right else (0, (2, 1.5)))
         verdict = "\u2713 right" if right else "\u2717 wrong"
-        ax.set_title(f"{verdict}\nTrue: {true}\nPredicted: {pred}", fontsize=11, color=color)
-    fig.suptitle("Random test images with true and predicted labels", fontsize=16)
+        ax.set_title(f"{verdict}\nTrue: {true}\nPredicted: {pred}", fontsize=9, color=color)
+    fig.suptitle("Random test images with true and predicted labels", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.98))  # keep the first row's titles off the suptitle
     save_figure(fig, path, show)

@@ -12,6 +12,8 @@ gets, for this run only (charts of earlier runs are removed):
   ``rose.jpg`` and ``rose.png``) get ``rose_1_top5.png``, ``rose_2_top5.png``;
 - ``predictions.csv``: file, rank, class, probability and chart, 5 rows per image.
 
+What it prints is also saved in ``reports/logs/test_model.log`` (for the lab report).
+
 Only the model folder is needed: class names are read from
 ``class_names.json`` beside the model. Unreadable files get one line each
 saying why; the others are still classified, and the exit status is 1 when
@@ -38,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from network import PROJECT_ROOT, cli, runtime
+from network.console_log import logged
 from network.data_utils import NUM_CLASSES
 from network.errors import LabError
 
@@ -246,6 +249,8 @@ def read_inputs(files, problems):
     return readable, previews, inputs
 
 
+# The console output goes to the report's folder (logs/test_model.log), not predictions/.
+@logged("test_model", parse_args, folder=lambda args: args.output_dir.parent)
 def main(argv=None):
     runtime.setup_backend_env()
     args = parse_args(argv)
@@ -286,10 +291,11 @@ def main(argv=None):
         rows += [{"file": str(path), "rank": rank, "class": names[k],
                   "probability": round(float(p[k]), 6), "chart": chart}
                  for rank, k in enumerate(top, 1)]
-        # Where the network finds its first class: one batch of occluded copies.
-        heat = occlusion_map(model, pixels, int(top[0]))
+        # Where the network finds its first class: one batch of occluded copies. The drops
+        # stay in probability units, so the chart's colour scale says how much each region counts.
+        heat = occlusion_map(model, pixels, int(top[0]), normalize=False)
         plot_explained_top5(image, heat, [names[k] for k in top], p[top],
-                            args.output_dir / chart, title=label, show=show)
+                            args.output_dir / chart, title=path.name, show=show)
     table = pd.DataFrame(rows, columns=COLUMNS)
     cli.write_text_atomic(args.output_dir / "predictions.csv", table.to_csv(index=False))
     remove_old_charts(args.output_dir, charts)
