@@ -16,7 +16,8 @@ and saves, in the output folder (default ``reports/``):
   confidence;
 - ``reliability_diagram.png``: accuracy against confidence before and after
   calibration (the temperature saved beside the model by training), with the
-  expected calibration error (ECE) of each.
+  expected calibration error (ECE) of each;
+- ``logs/evaluate_model.log``: what it printed, for the lab report.
 
 Usage:
 
@@ -34,6 +35,7 @@ if __package__ in (None, ""):  # run as a file: python network/evaluate_model.py
 import numpy as np
 
 from network import cli, runtime
+from network.console_log import logged
 from network.data_utils import load_cifar100
 from network.errors import LabError
 
@@ -141,6 +143,53 @@ def calibrate(probs, labels, args, out, show):
             {**summary, "fitted_on": "the test images, cross-fitted (no saved temperature)"})
 
 
+def score(model, images, labels, coarse, fine_to_coarse, args):
+    """Class probabilities of the images and the metrics (with --tta, flip-averaged too)."""
+    from network.model_utils import model_images
+    from network.reporting import evaluate_probabilities, predict
+
+    x = model_images(model, images)  # uint8 for ResNet-9, scaled floats for the lab CNN
+    probs = predict(model, x, args.batch_size)
+    metrics = evaluate_probabilities(probs, labels, coarse, fine_to_coarse)
+    if args.tta:
+        flipped = predict(model, x[:, :, ::-1, :], args.batch_size)
+        metrics["tta"] = evaluate_probabilities((probs + flipped) / 2, labels, coarse,
+                                                fine_to_coarse)
+    metrics["model_path"] = str(args.model_path)
+    return probs, metrics
+
+
+def save_tables(labels, predicted, confidence, names, out):
+    """The per-class report (.txt/.csv) and each image's prediction; returns the report text."""
+    import pandas as pd
+
+    report_text, report_table = classification_tables(labels, predicted, names)
+    cli.write_text_atomic(out / "classification_report.txt", report_text)
+    cli.write_text_atomic(out / "classification_report.csv",
+                          report_table.to_csv(index_label="class"))
+    # Each image's true and predicted class, so the lab report needs no second pass.
+    table = pd.DataFrame({"image": np.arange(len(labels)), "true": labels,
+                          "predicted": predicted, "confidence": confidence.round(6)})
+    cli.write_text_atomic(out / "test_predictions.csv", table.to_csv(index=False))
+    return report_text
+
+
+def save_figures(images, labels, predicted, data, args, show):
+    """The confusion matrix and the random test images."""
+    from sklearn.metrics import confusion_matrix
+
+    from network.reporting import plot_confusion_matrix, plot_test_samples
+
+    names, out = data.fine_names, args.output_dir
+    cm = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
+    plot_confusion_matrix(cm, names, data.coarse_names, data.fine_to_coarse,
+                          out / "confusion_matrix.png", show=show)
+    chosen = pick_samples(len(labels), args.seed)
+    plot_test_samples(images[chosen], [names[i] for i in labels[chosen]],
+                      [names[i] for i in predicted[chosen]], out / "test_samples.png", show=show)
+
+
+@logged("evaluate_model", parse_args)  # what it prints also goes to logs/evaluate_model.log
 def main(argv=None):
     runtime.setup_backend_env()
     args = parse_args(argv)
@@ -153,58 +202,27 @@ def main(argv=None):
     show = cli.setup_matplotlib(args.show)
     runtime.start()
 
-    import pandas as pd
-    from sklearn.metrics import confusion_matrix
-
     from network.explain import confident_mistakes, mistakes_summary, plot_confident_mistakes
-    from network.model_utils import load_model, model_images
-    from network.reporting import (
-        evaluate_probabilities,
-        plot_confusion_matrix,
-        plot_test_samples,
-        predict,
-    )
+    from network.model_utils import load_model
 
     model = load_model(args.model_path)
     images, labels = data.x_test[:count], data.y_test[:count]
-    coarse, names = data.coarse_test[:count], data.fine_names
-
-    print(f"Evaluating {cli.display_path(args.model_path)} on {count} test images")
-    x = model_images(model, images)  # uint8 for ResNet-9, scaled floats for the lab CNN
-    probs = predict(model, x, args.batch_size)
-    metrics = evaluate_probabilities(probs, labels, coarse, data.fine_to_coarse)
-    if args.tta:
-        flipped = predict(model, x[:, :, ::-1, :], args.batch_size)
-        metrics["tta"] = evaluate_probabilities((probs + flipped) / 2, labels, coarse,
-                                                data.fine_to_coarse)
-    metrics["model_path"] = str(args.model_path)
     out = args.output_dir
+    print(f"Evaluating {cli.display_path(args.model_path)} on {count} test images")
+    probs, metrics = score(model, images, labels, data.coarse_test[:count],
+                           data.fine_to_coarse, args)
 
     calibrated, metrics["calibration"] = calibrate(probs, labels, args, out, show)
     predicted = probs.argmax(axis=1)
     confidence = calibrated.max(axis=1)
     worst = confident_mistakes(labels, predicted, confidence, k=NUM_SAMPLES)
-    plot_confident_mistakes(images, worst, labels, predicted, confidence, names,
+    plot_confident_mistakes(images, worst, labels, predicted, confidence, data.fine_names,
                             out / "confident_mistakes.png", show=show)
     metrics["confident_mistakes"] = mistakes_summary(labels, predicted, worst,
                                                      data.fine_to_coarse)
     cli.write_json_atomic(out / "metrics.json", metrics)
-
-    report_text, report_table = classification_tables(labels, predicted, names)
-    cli.write_text_atomic(out / "classification_report.txt", report_text)
-    cli.write_text_atomic(out / "classification_report.csv",
-                          report_table.to_csv(index_label="class"))
-    # Each image's true and predicted class, so the lab report needs no second pass.
-    table = pd.DataFrame({"image": np.arange(count), "true": labels, "predicted": predicted,
-                          "confidence": confidence.round(6)})
-    cli.write_text_atomic(out / "test_predictions.csv", table.to_csv(index=False))
-    cm = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
-    plot_confusion_matrix(cm, names, data.coarse_names, data.fine_to_coarse,
-                          out / "confusion_matrix.png", show=show)
-
-    chosen = pick_samples(count, args.seed)
-    plot_test_samples(images[chosen], [names[i] for i in labels[chosen]],
-                      [names[i] for i in predicted[chosen]], out / "test_samples.png", show=show)
+    report_text = save_tables(labels, predicted, confidence, data.fine_names, out)
+    save_figures(images, labels, predicted, data, args, show)
 
     if args.print_report:
         print(report_text)

@@ -1,21 +1,31 @@
-"""Write the whole lab report as one HTML page.
+"""Write the lab report the manual asks for: an HTML page, and a Word file with --docx.
 
-Gathers the latest training run (``history.csv``, ``train_summary.json``), the
-evaluation (``metrics.json``, ``test_predictions.csv``, ``confusion_matrix.png``,
-``test_samples.png``) and the recognition of your own images (the last
-``test_model`` run, in ``predictions/``) from the output folder into
-``report.html``. Steps whose outputs are missing or older than the model run
-first (``--refresh`` runs them anyway). Your own images are those of the last
+Gathers the latest training run (``history.csv``, ``train_summary.json``,
+``logs/train_model.log``), the evaluation (``metrics.json``,
+``test_predictions.csv`` and its figures) and the recognition of your own
+images (the last ``test_model`` run, in ``predictions/``) from the output
+folder into ``report.html``, in the order of the manual's report
+requirements: the procedure, training (log, results, curves), evaluation
+(accuracy and loss, accuracy per class, 16 random test images, further
+analyses), own images, and a draft of the conclusions. ``--lang uk`` writes
+it in Ukrainian (``--class-names`` picks the class names' language apart);
+``--student``, ``--group`` and ``--teacher`` fill in the title block.
+
+Steps whose outputs are missing or older than the model run first
+(``--refresh`` runs them anyway). Your own images are those of the last
 ``test_model`` run; ``img/`` is recognised only when there is none, and
-``--images`` recognises other photos instead.
+``--images`` recognises other photos instead. Without a training run in the
+output folder, the report says what is missing and how to add it.
 
 The page is rendered from ``templates/report.html.j2`` (with ``report.css``
-inlined and the figures embedded), so it opens in any browser and can be
-handed in as one file.
+inlined and the figures embedded), so it opens in any browser, prints on A4
+(or to PDF) and can be handed in as one file; ``--docx`` also writes
+``report.docx`` with the same sections for Word.
 
 Usage:
 
     python -m network.make_report
+    python -m network.make_report --lang uk --docx --student "Ім'я Прізвище" --group "КН-24"
     python -m network.make_report --images my_photos/ --refresh
 """
 
@@ -25,6 +35,7 @@ import contextlib
 import io
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,15 +45,24 @@ if __package__ in (None, ""):  # run as a file: python network/make_report.py
 import numpy as np
 
 from network import PROJECT_ROOT, cli, runtime
+from network.console_log import LOG_DIR, command_line, logged
 from network.errors import LabError
+from network.report_doc import lead_length
+from network.report_text import LANGUAGES
 
 REPORT_NAME = "report.html"
+DOCX_NAME = "report.docx"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TRAINING_FILES = ("history.csv", "train_summary.json")
 EVALUATION_FILES = ("metrics.json", "test_predictions.csv", "confusion_matrix.png",
                     "test_samples.png", "confident_mistakes.png", "reliability_diagram.png")
 PREDICTIONS = Path("predictions", "predictions.csv")  # test_model's table in the output folder
 DEFAULT_IMAGES = PROJECT_ROOT / "img"
+MANUAL = {"accuracy": 0.5754, "loss": 1.63}  # the manual's published test result, for comparison
+PRINT_WIDTH_CM = 17.0          # A4 less report.css's margins: figures are drawn for it
+CONFUSION_PART = 9             # superclasses per printed part of the confusion matrix (3 x 3)
+LOGGED = ("train_model", "evaluate_model", "test_model")
+LOG_LINES = 400                # longer logs keep their start and end
 
 
 def parse_args(argv=None):
@@ -58,14 +78,27 @@ def parse_args(argv=None):
     parser.add_argument("--tta", action="store_true",
                         help="when the evaluation runs, also report flip test-time "
                              "augmentation")
-    cli.add_common_arguments(parser)
+    report = parser.add_argument_group("the report")
+    report.add_argument("--lang", choices=LANGUAGES, default="en",
+                        help="language of the report (default: en)")
+    report.add_argument("--class-names", choices=LANGUAGES,
+                        help="language of the class names in the report (default: as "
+                             "--lang); CSV files and figures keep the official English names")
+    report.add_argument("--docx", action="store_true",
+                        help=f"also write {DOCX_NAME} (Word) with the same sections")
+    for option, what in (("student", "your name"), ("group", "your group"),
+                         ("teacher", "the teacher who checks the work"),
+                         ("topic", "the topic (default: the manual's)"),
+                         ("aim", "the aim (default: the manual's)")):
+        report.add_argument(f"--{option}", metavar="TEXT",
+                            help=f"title block: {what}; left blank when not given")
+    cli.add_common_arguments(parser, show=False)
     # A report is written, not looked at: figures of the steps it runs show only when asked.
-    parser.set_defaults(show=False)
-    for action in parser._actions:
-        if action.dest == "show":
-            action.help = ("show the figures of the evaluation and recognition it runs "
-                           "(default: no); the report never needs a display")
+    parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=False,
+                        help="show the figures of the evaluation and recognition it runs "
+                             "(default: no); the report never needs a display")
     args = parser.parse_args(argv)
+    args.class_names = args.class_names or args.lang
     cli.ensure_writable_dir(parser, args.output_dir, "output folder")
     return args
 
@@ -128,7 +161,8 @@ def recognition_needed(args, evaluated):
 
 def run_step(main, args, options):
     """Run another script on this report's model and folder, keeping its terminal output
-    (the 100-class table, every top-5 list) out of the way: the report holds it."""
+    (the 100-class table, every top-5 list) out of the way: the report holds it, and the
+    script saves it in its own log."""
     common = ["--model-path", str(args.model_path), "--output-dir", str(args.output_dir),
               "--show" if args.show else "--no-show"]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -168,21 +202,31 @@ def reading(path, remedy):
 
 
 def load_training_run(out):
-    """history.csv and train_summary.json of the latest run; ``LabError`` when absent."""
-    from network.reporting import load_history, plot_history
+    """The latest training run (history, summary, the saved epoch), or None with the
+    names of the files that are missing: the report then says how to add it."""
+    from network.report_builder import flatten_settings
+    from network.reporting import epoch_numbers, has_validation, load_history, plot_history
 
     missing = [name for name in TRAINING_FILES if not (out / name).is_file()]
     if missing:
-        raise LabError(f"no training run in {out} ({', '.join(missing)} missing): train "
-                       f"first with python -m network.train_model --output-dir {out}, "
-                       "or point --output-dir at the folder that holds the run")
+        return None, missing
     with reading(out / "history.csv", "train again"):
         history = load_history(out / "history.csv")
         if history.empty:
             raise ValueError("no epochs")
     # Drawn from history.csv each time, so the figure always matches the table beside it.
     plot_history(history, out / "training_curves.png")
-    return history, read_json(out / "train_summary.json", "train again")
+    summary = read_json(out / "train_summary.json", "train again")
+    settings = flatten_settings(summary.get("settings"))
+    history = history.assign(epoch=epoch_numbers(history))
+    best = history["val_loss"].idxmin() if has_validation(history) else None
+    # Early stopping keeps the epoch of lowest validation loss; a fixed schedule its last.
+    early_stopping = settings.get("patience") is not None
+    return {"history": history, "summary": summary, "settings": settings, "best": best,
+            "saved": best if early_stopping else len(history) - 1,
+            "early_stopping": early_stopping,
+            "trained_at": time.strftime("%Y-%m-%d %H:%M", time.localtime(
+                (out / "train_summary.json").stat().st_mtime))}, []
 
 
 def read_json(path, remedy):
@@ -199,6 +243,20 @@ def read_png(path):
         if not data.startswith(b"\x89PNG\r\n\x1a\n"):
             raise ValueError("not a PNG image")
     return data
+
+
+def printed_width_cm(png):
+    """The width a figure is printed at: its own size (from the PNG's resolution),
+    at most the page's. Figures are drawn so that their text is >= 9 pt at this width."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        dpi = float(image.info.get("dpi", (110, 110))[0]) or 110.0
+        return min(image.size[0] / dpi * 2.54, PRINT_WIDTH_CM)
+
+
+def figure_entry(png):
+    return {"png": png, "width_cm": printed_width_cm(png)}
 
 
 def readable_images(paths):
@@ -254,6 +312,31 @@ def read_test_predictions(out, count, num_class):
     return y_true, y_pred
 
 
+def read_logs(out):
+    """Each script's saved console output (None when absent), longest ones shortened."""
+    logs = {}
+    for script in LOGGED:
+        path = out / LOG_DIR / f"{script}.log"
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            logs[script] = None
+            continue
+        if len(lines) > LOG_LINES:
+            head, tail = LOG_LINES // 4, LOG_LINES - LOG_LINES // 4
+            cut = len(lines) - head - tail
+            lines = lines[:head] + [f"[... {cut} lines: see {LOG_DIR}/{script}.log ...]"] \
+                + lines[-tail:]
+        logs[script] = "\n".join(lines)
+    return logs
+
+
+def commands_from(logs):
+    """The command each script was run with: the first line of its log."""
+    return {script: text.splitlines()[0][2:] for script, text in logs.items()
+            if text and text.startswith("$ ")}
+
+
 # --- Own images ------------------------------------------------------------------------
 
 def guess_class(stem, names):
@@ -274,47 +357,43 @@ def own_image_results(csv, names):
         expected = guess_class(Path(file).stem, names)
         classes = [c for c, _ in r["top"]]
         rank = classes.index(expected) + 1 if expected in classes else None
-        results.append({"name": Path(file).name, "chart": read_png(r["chart"]), "top": r["top"],
-                        "expected": expected, "rank": rank})
+        chart = read_png(r["chart"])
+        results.append({"name": Path(file).name, "chart": chart, "top": r["top"],
+                        "expected": expected, "rank": rank,
+                        "width_cm": printed_width_cm(chart)})
     return results
 
 
-# --- The page --------------------------------------------------------------------------
+# --- Gathering the run -------------------------------------------------------------------
 
-def pct(value):
-    return f"{value:.1%}"
+def confusion_parts(cm, names, coarse_names, fine_to_coarse, out):
+    """The confusion matrix in parts of a few superclasses, each one fitting a printed page
+    with its text at 9 pt or more (drawn in a temporary folder inside the output folder)."""
+    from network.reporting import plot_confusion_matrix
+
+    mapping, parts = np.asarray(fine_to_coarse), []
+    with tempfile.TemporaryDirectory(dir=out, prefix=".report-") as folder:
+        for start in range(0, len(coarse_names), CONFUSION_PART):
+            chosen = range(start, min(start + CONFUSION_PART, len(coarse_names)))
+            # The other superclasses' classes get -1: they count only as "elsewhere".
+            local = np.full_like(mapping, -1)
+            for i, coarse in enumerate(chosen):
+                local[mapping == coarse] = i
+            path = Path(folder, f"part{start}.png")
+            plot_confusion_matrix(cm, names, [coarse_names[c] for c in chosen], local, path,
+                                  cols=3, block=(2.2, 2.2), title_size=None)
+            parts.append(figure_entry(path.read_bytes()))
+    return parts
 
 
-def render(ctx):
-    """The whole page as a string: templates/report.html.j2 with autoescaping."""
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
-    env.filters.update(pct=pct,
-                       data_uri=lambda png: "data:image/png;base64,"
-                       + base64.b64encode(png).decode("ascii"))
-    return env.get_template("report.html.j2").render(**ctx)
-
-
-def main(argv=None):
-    runtime.setup_backend_env()
-    args = parse_args(argv)  # --help and wrong options answer before the slow imports below
-    cli.require_model_file(args.model_path)
-    cli.setup_matplotlib(args.show)
-    out = args.output_dir
-    history, summary = load_training_run(out)
-    runtime.start()
-
+def evaluation_results(args):
+    """The evaluation's figures and tables, read from the output folder."""
     from sklearn.metrics import confusion_matrix
 
     from network import reporting
-    from network.explain import mistakes_sentence
     from network.model_utils import load_class_names
 
-    checked = refresh_outputs(args)
-
+    out = args.output_dir
     metrics = read_json(out / "metrics.json", "run again with --refresh")
     classes = load_class_names(args.model_path)
     names = classes["fine_label_names"]
@@ -324,42 +403,88 @@ def main(argv=None):
                        "train again")
     y_true, y_pred = read_test_predictions(out, int(metrics["images"]), len(names))
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(names)))
-    trained_model = summary.get("settings", {}).get("model_path")
-    history = history.assign(epoch=reporting.epoch_numbers(history))
-    best = history["val_loss"].idxmin() if reporting.has_validation(history) else None
-    # Early stopping keeps the epoch of lowest validation loss; a fixed schedule its last.
-    early_stopping = summary.get("settings", {}).get("patience") is not None
-    saved = best if early_stopping else len(history) - 1
-    own = own_image_results(out / PREDICTIONS, names)
-    ctx = {
-        "out": out, "model_path": args.model_path, "summary": summary, "metrics": metrics,
-        "settings": summary.get("settings", {}), "coarse_names": coarse_names,
-        "other_model": trained_model if trained_model and Path(trained_model).resolve()
-        != args.model_path.resolve() else None,
-        "history": history, "best": best, "saved": saved, "early_stopping": early_stopping,
+    figures = {name: figure_entry(read_png(out / f"{name}.png")) for name in
+               ("test_samples", "confident_mistakes", "reliability_diagram")}
+    figures["confusion_parts"] = confusion_parts(cm, names, coarse_names, fine_to_coarse, out)
+    return {
+        "metrics": metrics, "names": names, "coarse_names": coarse_names,
+        "num_classes": len(names), "figures": figures,
         "per_class": reporting.per_class_scores(y_true, y_pred, names, fine_to_coarse,
                                                 coarse_names),
         "superclass": reporting.superclass_matrix(y_true, y_pred, fine_to_coarse,
                                                   len(coarse_names)),
         "pairs": [(names[a], names[b], ab, ba, fine_to_coarse[a] == fine_to_coarse[b])
                   for a, b, ab, ba in reporting.most_confused_pairs(cm)],
-        "figures": {name.split(".")[0]: read_png(out / name) for name in
-                    ("training_curves.png", "confusion_matrix.png", "test_samples.png",
-                     "confident_mistakes.png", "reliability_diagram.png")},
-        "calibration": metrics["calibration"],
-        "mistakes": mistakes_sentence(metrics["confident_mistakes"]),
-        "own": own,
-        "skipped": readable_images(checked)[1] if checked else [],
-        "trained_at": time.strftime("%Y-%m-%d %H:%M", time.localtime(
-            (out / "train_summary.json").stat().st_mtime)),
-        "generated_at": time.strftime("%Y-%m-%d %H:%M"),
     }
-    path = out / REPORT_NAME
-    cli.write_text_atomic(path, render(ctx))
-    print(f"Test accuracy {pct(metrics['accuracy'])} (top-5 {pct(metrics['top5_accuracy'])}, "
-          f"superclass {pct(metrics['superclass_accuracy'])}) on {metrics['images']:,} images; "
-          f"{len(own)} own image(s) in the report")
-    print(f"Report written to {path} (open it in any browser)")
+
+
+def gather(args, argv, training, missing, checked):
+    """Everything the report shows, as one dict for report_builder."""
+    out = args.output_dir
+    run = evaluation_results(args)
+    logs = read_logs(out)
+    if training:
+        run["figures"]["training_curves"] = figure_entry(read_png(out / "training_curves.png"))
+    trained = training and training["settings"].get("model_path")
+    run.update(
+        training=training, training_missing=missing, logs=logs, manual=MANUAL,
+        commands={**commands_from(logs), "make_report": command_line("make_report", argv)},
+        own=own_image_results(out / PREDICTIONS, run["names"]),
+        skipped=readable_images(checked)[1] if checked else [],
+        other_model=cli.display_path(trained) if trained and Path(trained).resolve()
+        != args.model_path.resolve() else None,
+        model_shown=cli.display_path(args.model_path), out_shown=cli.display_path(out),
+        generated_at=time.strftime("%Y-%m-%d %H:%M"),
+        **{key: (getattr(args, key) or "").strip() or None
+           for key in ("student", "group", "teacher", "topic", "aim")})
+    return run
+
+
+# --- The page --------------------------------------------------------------------------
+
+def render(report):
+    """The whole page as a string: templates/report.html.j2 with autoescaping."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters["data_uri"] = lambda png: ("data:image/png;base64,"
+                                           + base64.b64encode(png).decode("ascii"))
+    env.globals["lead_length"] = lead_length
+    return env.get_template("report.html.j2").render(report=report)
+
+
+@logged("make_report", parse_args)
+def main(argv=None):
+    runtime.setup_backend_env()
+    args = parse_args(argv)  # --help and wrong options answer before the slow imports below
+    cli.require_model_file(args.model_path)
+    cli.setup_matplotlib(args.show)
+    training, missing = load_training_run(args.output_dir)
+    runtime.start()
+
+    from network.report_builder import build_report
+    from network.report_text import ClassNames, Words
+
+    checked = refresh_outputs(args)
+    run = gather(args, argv, training, missing, checked)
+    report = build_report(run, Words(args.lang), ClassNames(args.class_names))
+    path = args.output_dir / REPORT_NAME
+    cli.write_text_atomic(path, render(report))
+    metrics = run["metrics"]
+    print(f"Test accuracy {metrics['accuracy']:.1%} (top-5 {metrics['top5_accuracy']:.1%}, "
+          f"superclass {metrics['superclass_accuracy']:.1%}) on {metrics['images']:,} images; "
+          f"{len(run['own'])} own image(s) in the report")
+    if missing:
+        print(f"No training run in {args.output_dir} ({', '.join(missing)} missing): the "
+              "report says how to add it")
+    print(f"Report written to {path} (open it in any browser, or print it to PDF)")
+    if args.docx:
+        from network.report_docx import write_docx
+
+        write_docx(report, args.output_dir / DOCX_NAME)
+        print(f"Word version written to {args.output_dir / DOCX_NAME}")
     return 0
 
 

@@ -21,13 +21,20 @@ from network.errors import LabError
 
 pytestmark = pytest.mark.slow
 
-HEADINGS = ["Summary", "Run settings and hardware", "Training history per epoch",
-            "Training curves", "Test metrics", "Per-class precision, recall and F1",
-            "Confusion matrix", "Superclass confusion matrix", "Most confused class pairs",
-            "Random test images", "Most confident mistakes",
-            "Can the probabilities be trusted?", "Own images"]
-ANCHORS = ["summary", "settings", "history", "curves", "metrics", "per-class", "confusion",
-           "superclass", "pairs", "samples", "mistakes", "calibration", "own-images"]
+# The manual's report requirements, in its order: procedure, training (log, results, curves),
+# evaluation (accuracy and loss, per class, 16 random images; then further analyses), own
+# images, conclusions.
+HEADINGS = ["1. Procedure", "2. Training the network", "3. Evaluating the network",
+            "4. Testing the network on own images", "5. Conclusions"]
+SUBHEADINGS = ["1.1 Initial data: settings and hardware", "2.1 Training log",
+               "2.2 Training results", "2.3 Training curves", "3.1 Overall accuracy and loss",
+               "3.2 Accuracy per class", "3.3 16 random test images",
+               "3.4 Further: confusion matrix", "3.5 Further: superclass confusion matrix",
+               "3.6 Further: most confused class pairs", "3.7 Further: most confident mistakes",
+               "3.8 Further: can the probabilities be trusted?"]
+ANCHORS = ["procedure", "settings", "training", "log", "history", "curves", "evaluation",
+           "metrics", "per-class", "samples", "confusion", "superclass", "pairs", "mistakes",
+           "calibration", "own-images", "conclusions"]
 EVALUATION_OUTPUTS = ["metrics.json", "classification_report.csv", "confusion_matrix.png",
                       "test_samples.png", "confident_mistakes.png", "reliability_diagram.png"]
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
@@ -157,6 +164,12 @@ def test_every_section_heading(report):
     headings = [h.all_text() for h in report["tree"].find_all("h2")]
     assert headings == HEADINGS
     assert [s.attrs["id"] for s in report["tree"].find_all("section")] == ANCHORS
+    # Sub-sections are h3 headings of sections; an own image's title is an h3 of its block.
+    subsections = [s for s in report["tree"].find_all("section") if "level-3" in s.attrs["class"]]
+    assert [s.find("h3").all_text() for s in subsections] == SUBHEADINGS
+    links = [a.all_text() for a in report["tree"].find("nav").find_all("a")]
+    assert links == (HEADINGS[:1] + SUBHEADINGS[:1] + HEADINGS[1:2] + SUBHEADINGS[1:4]
+                     + HEADINGS[2:3] + SUBHEADINGS[4:] + HEADINGS[3:])
 
 
 def test_figures_are_embedded_pngs(report):
@@ -376,6 +389,119 @@ def test_history_counted_from_1_without_validation(report, trained, fake_data, t
     assert "validation loss" not in tree.find("div", **{"class": "summary"}).all_text()
 
 
+def test_best_and_worst_classes_with_the_full_table_collapsed(report):
+    section = report["tree"].find("section", id="per-class")
+    best = body_rows(section.find("table", **{"class": "per-class-best"}))
+    worst = body_rows(section.find("table", **{"class": "per-class-worst"}))
+    assert len(best) == len(worst) == 10
+    f1 = [float(row.find_all("td")[5].all_text()) for row in best]
+    assert f1 == sorted(f1, reverse=True)
+    full = section.find("details").find("table", **{"class": "per-class"})
+    assert len(body_rows(full)) == 100
+    assert "classification_report.csv" in section.all_text()
+
+
+def test_title_block_invents_nothing(report):
+    title = report["tree"].find("header", **{"class": "title-page"})
+    text = " ".join(title.all_text().split())
+    assert "Lab work" in text and "CIFAR-100 image recognition with a convolutional" in text
+    assert "Aim:" in text and "to write a Python program" in text
+    cells = [td.all_text() for td in title.find("table").find_all("td")]
+    assert cells and all(set(cell) == {"_"} for cell in cells)  # blanks to fill in by hand
+
+
+def test_settings_list_only_what_applies(report):
+    """The lab CNN with Adam: no ResNet or AdamW fields, nothing empty or internal."""
+    section = report["tree"].find("section", id="settings")
+    labels = [th.all_text() for th in section.find_all("th")]
+    assert {"Batch size", "Learning rate", "Early stopping patience (epochs)",
+            "Network", "Parameters", "Keras version"} <= set(labels)
+    for absent in ("Width multiplier", "Random crop padding (pixels)", "First layer stride",
+                   "Warm-up epochs", "Weight decay", "Label smoothing", "Processor",
+                   "Seconds before fit", "Precision", "Time budget (minutes)"):
+        assert absent not in labels, absent
+    assert "\u2014" not in section.all_text()  # no dashes standing for missing values
+
+
+def test_console_logs_shown_as_terminal_text(report, trained, fake_data, tmp_path):
+    out = report_copy(report, tmp_path)
+    tree = report["tree"]
+    for section, script in (("metrics", "evaluate_model"), ("own-images", "test_model")):
+        pre = tree.find("section", id=section).find("pre").all_text()
+        assert pre.startswith(f"$ python -m network.{script} --model-path ")
+        assert (out / "logs" / f"{script}.log").is_file()
+    assert "Accuracy:" in tree.find("section", id="metrics").find("pre").all_text()
+    # Training's own log, as console_log saves it; without one, the report says how to get it.
+    log = out / "logs" / "train_model.log"
+    log.unlink(missing_ok=True)
+    make_report.main(report_args(out, report["images"], trained["model_path"], fake_data))
+    section = parse((out / "report.html").read_text(encoding="utf-8")).find("section", id="log")
+    assert not section.find_all("pre") and "logs/train_model.log" in section.all_text()
+    log.write_text("$ python -m network.train_model --epochs 1\nEpoch 1/1\n"
+                   "5/5 - 1s - 90ms/step - accuracy: 0.0100 - loss: 4.6052\n", encoding="utf-8")
+    make_report.main(report_args(out, report["images"], trained["model_path"], fake_data))
+    tree = parse((out / "report.html").read_text(encoding="utf-8"))
+    assert tree.find("section", id="log").find("pre").all_text().splitlines()[1] == "Epoch 1/1"
+    steps = [li.all_text() for li in tree.find("section", id="procedure").find("ol")
+             .find_all("li")]
+    assert any(step.endswith("python -m network.train_model --epochs 1") for step in steps)
+
+
+def docx_contents(path):
+    """(headings, number of pictures, tables as lists of cell texts) of a Word file."""
+    import docx
+
+    document = docx.Document(str(path))
+    headings = [(p.style.name, p.text) for p in document.paragraphs
+                if p.style.name.startswith("Heading")]
+    tables = [[[cell.text for cell in row.cells] for row in table.rows]
+              for table in document.tables]
+    return headings, len(document.inline_shapes), tables
+
+
+@pytest.mark.parametrize("lang", ["en", "uk"])
+def test_report_in_each_language_as_html_and_word(report, trained, fake_data, tmp_path, lang):
+    from network.report_text import Words
+
+    w = Words(lang)
+    out = report_copy(report, tmp_path)
+    make_report.main(report_args(out, report["images"], trained["model_path"], fake_data,
+                                 "--lang", lang, "--docx", "--student", "Іван Петренко",
+                                 "--group", "КН-24", "--teacher", "О. К. Коваль"))
+    html = (out / "report.html").read_text(encoding="utf-8")
+    tree = parse(html)
+    assert f'<html lang="{lang}">' in html
+    titles = [w(f"{key}.title") for key in ("procedure", "training", "evaluation", "own",
+                                            "conclusions")]
+    assert [h.all_text() for h in tree.find_all("h2")] == titles
+    title = " ".join(tree.find("header").all_text().split())
+    assert "Іван Петренко" in title and "КН-24" in title and "О. К. Коваль" in title
+    assert w("conclusions.draft") in tree.find("section", id="conclusions").all_text()
+
+    headings, pictures, tables = docx_contents(out / "report.docx")
+    assert [text for style, text in headings if style == "Heading 1"] == titles
+    h3 = [h.all_text() for h in tree.find_all("h3")]  # sub-sections and own images
+    assert [text for style, text in headings if style == "Heading 2"] == h3
+    # The same figures (the collapsed per-class table aside, nothing is left out).
+    assert pictures == len(tree.find_all("img"))
+    history = next(t for t in tables if t[0][0] == w("history.epoch"))
+    html_rows = body_rows(tree.find("table", **{"class": "history"}))
+    assert history[1] == [td.all_text() for td in html_rows[0].find_all("td")]
+    assert any(row[0] == w("title.done_by") and "Іван Петренко" in row[1] for t in tables
+               for row in t)
+
+
+def test_report_options_are_checked_at_once(tmp_path, capsys):
+    for option in (["--lang", "fr"], ["--class-names", "de"]):
+        with pytest.raises(SystemExit) as exit_info:
+            make_report.parse_args(["--output-dir", str(tmp_path), *option])
+        assert exit_info.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err
+    args = make_report.parse_args(["--output-dir", str(tmp_path), "--lang", "uk"])
+    assert args.class_names == "uk" and args.show is False and not args.docx
+    assert make_report.parse_args(["--output-dir", str(tmp_path), "--show"]).show is True
+
+
 # --- Reusing, refreshing and failing ---------------------------------------------------
 
 def mtimes(out):
@@ -427,13 +553,33 @@ def test_evaluation_of_another_model_is_not_reused(report, tmp_path):
     assert "test_samples.png" in make_report.evaluation_needed(args)
 
 
-def test_missing_training_run_is_a_clean_error(tmp_path, trained, fake_data):
-    args = report_args(tmp_path / "empty", tmp_path, trained["model_path"], fake_data)
-    with pytest.raises(LabError, match="train_summary.json"):
+def test_without_a_training_run_the_report_says_what_is_missing(report, tmp_path, trained,
+                                                                 fake_data, capsys):
+    """A model trained elsewhere: the report shows the rest and says how to add training."""
+    out = tmp_path / "empty"
+    make_report.main(report_args(out, report["images"], trained["model_path"], fake_data))
+    printed = capsys.readouterr().out
+    assert "No training run in" in printed and "history.csv, train_summary.json" in printed
+    tree = parse((out / "report.html").read_text(encoding="utf-8"))
+    assert [h.all_text() for h in tree.find_all("h2")] == HEADINGS
+    training = " ".join(tree.find("section", id="training").all_text().split())
+    assert "No training run in" in training and "history.csv, train_summary.json" in training
+    assert f"python -m network.train_model --output-dir {out}" in training
+    assert not tree.find("section", id="training").find_all("img")
+    assert tree.find("section", id="metrics").find_all("div", **{"class": "card"})
+    assert len(tree.find("section", id="own-images").find_all("img")) == 2
+    conclusions = tree.find("div", **{"class": "summary"}).all_text()
+    assert "recognises" in conclusions and "Without the training run" in conclusions
+
+
+def test_no_model_yet_is_a_clean_error(tmp_path, fake_data):
+    args = report_args(tmp_path / "out", tmp_path, tmp_path / "models" / "best_model.h5",
+                       fake_data)
+    with pytest.raises(LabError, match="does not exist"):
         make_report.main(args)
     result = run_cli("make_report", *args)
-    assert_clean_error(result, "no training run", "python -m network.train_model")
-    assert not (tmp_path / "empty" / "report.html").exists()
+    assert_clean_error(result, "does not exist", "--model-path")
+    assert not (tmp_path / "out" / "report.html").exists()
 
 
 def test_no_own_images_is_a_clean_error(report, trained, fake_data, tmp_path):
@@ -589,3 +735,40 @@ def test_renders_in_headless_browser(report, tmp_path):
     # The page's blue accents and the embedded figures, not a grey error page.
     saturation = pixels.max(axis=2) - pixels.min(axis=2)
     assert (saturation > 60).sum() > 5000
+
+
+PRINT_TOOLS = ("pdfimages", "pdftotext")
+
+
+@pytest.mark.skipif(find_browser() is None or not all(map(shutil.which, PRINT_TOOLS)),
+                    reason="needs chromium and poppler-utils (pdfimages, pdftotext)")
+def test_prints_on_a4_without_shrinking_or_stranded_headings(report, tmp_path):
+    """Printed to PDF: A4, figures at their own size or the page's (never shrunk, so their
+    text stays >= 9 pt), every part on a new page, no heading left at the foot of a page."""
+    pdf = tmp_path / "report.pdf"
+    subprocess.run([find_browser(), "--headless", "--no-sandbox", "--disable-gpu",
+                    "--no-pdf-header-footer", f"--user-data-dir={tmp_path / 'profile'}",
+                    f"--print-to-pdf={pdf}", (report["out"] / "report.html").as_uri()],
+                   capture_output=True, timeout=180, env={**os.environ, "HOME": str(tmp_path)})
+    assert pdf.is_file()
+    bbox = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True,
+                          text=True).stdout
+    width, height = map(float, re.search(r'<page width="([\d.]+)" height="([\d.]+)"',
+                                         bbox).groups())
+    assert (round(width / 72 * 25.4), round(height / 72 * 25.4)) == (210, 297)
+    listing = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True,
+                             text=True).stdout.splitlines()[2:]
+    assert len(listing) == len(report["tree"].find_all("img"))
+    for line in listing:
+        fields = line.split()
+        pixels, ppi = int(fields[3]), float(fields[12])
+        printed_cm = pixels / ppi * 2.54
+        assert printed_cm == pytest.approx(min(pixels / 110 * 2.54, 17.0), rel=0.03), line
+    pages = [[line.strip() for line in page.splitlines() if line.strip()]
+             for page in subprocess.run(["pdftotext", "-layout", str(pdf), "-"],
+                                        capture_output=True, text=True).stdout.split("\f")]
+    pages = [page for page in pages if page]
+    firsts = [page[0] for page in pages]
+    assert all(title in firsts for title in HEADINGS)
+    headings = set(HEADINGS + SUBHEADINGS)
+    assert not [page[-1] for page in pages if page[-1] in headings]

@@ -1,0 +1,128 @@
+"""A first draft of the report's conclusions, written from the measured figures.
+
+The student edits it before handing the report in; the report marks it as a
+draft. Each paragraph reads one part of the run: the test accuracy against
+the manual's, how training went (over- or under-fitting, from the validation
+curve), the classes learnt best and worst, the most confused pairs, and the
+own images. Every number comes from the output folder's files.
+
+Usage:
+
+    from network.report_conclusions import conclusions
+    paragraphs = conclusions(run, Words("en"), ClassNames("en"))
+"""
+
+SHOWN = 3                   # classes and pairs named in a sentence
+OVERFIT_GAP = 0.10          # training accuracy this far above validation reads as overfitting
+NEAR_CHANCE = 3             # accuracy below 3x chance: the network has hardly learnt
+
+
+def conclusions(run, w, names):
+    paragraphs = [accuracy(run, w), fitting(run["training"], w),
+                  classes(run["per_class"], w, names), pairs(run["pairs"], w, names),
+                  own_images(run["own"], w, names)]
+    return [p for p in paragraphs if p]
+
+
+def accuracy(run, w):
+    m, manual = run["metrics"], run["manual"]
+    text = [w("conclusions.accuracy", accuracy=w.pct(m["accuracy"]), images=w.int(m["images"]),
+              top5=w.pct(m["top5_accuracy"]), superclass=w.pct(m["superclass_accuracy"]),
+              loss=w.num(m["loss"], 3))]
+    difference = m["accuracy"] - manual["accuracy"]
+    side = "above" if difference > 0 else "below" if difference < 0 else "equal"
+    text.append(w(f"conclusions.manual_{side}", points=w.points(difference),
+                  manual=w.pct(manual["accuracy"], 2)))
+    chance = 1 / run["num_classes"]
+    if m["accuracy"] < NEAR_CHANCE * chance:
+        text.append(w("conclusions.chance", chance=w.pct(chance), classes=run["num_classes"]))
+    return " ".join(text)
+
+
+def fitting(training, w):
+    """Over- or under-fitting, read from the training and validation curves."""
+    if training is None:
+        return w("conclusions.no_training")
+    history, best = training["history"], training["best"]
+    if best is None:
+        return w("conclusions.no_validation")
+    if len(history) == 1:
+        return w("conclusions.one_epoch")
+    last, best_epoch = history.iloc[-1], int(history.loc[best, "epoch"])
+    text = []
+    if best < len(history) - 1:
+        kept = "conclusions.kept_best" if training["early_stopping"] else "conclusions.kept_last"
+        text += [w("conclusions.val_loss_rose", epoch=best_epoch, count=len(history) - 1 - best),
+                 w(kept, epoch=best_epoch)]
+    else:
+        text.append(w("conclusions.still_falling", epoch=int(last["epoch"])))
+    if "accuracy" in last and "val_accuracy" in last:
+        gap = last["accuracy"] - last["val_accuracy"]
+        key = "conclusions.gap" if gap > OVERFIT_GAP else "conclusions.close"
+        text.append(w(key, train=w.pct(last["accuracy"]), val=w.pct(last["val_accuracy"]),
+                      points=w.points(gap)))
+    return " ".join(text)
+
+
+def classes(per_class, w, names):
+    """The best and worst classes by F1 (``per_class`` is sorted worst first)."""
+    scored = [r for r in per_class if r["support"]]
+    if len(scored) < 2 * SHOWN:
+        return ""
+
+    def listed(rows):
+        return ", ".join(f"{names.show(r['name'])} (F1 {w.num(r['f1'], 2)})" for r in rows)
+
+    best = scored[::-1][:SHOWN]
+    text = [w("conclusions.best", classes=listed(best))]
+    worst_f1 = scored[0]["f1"]
+    ties = [r for r in scored if r["f1"] == worst_f1]
+    if len(ties) > SHOWN:
+        text.append(w("conclusions.worst_shared", count=len(ties), f1=w.num(worst_f1, 2),
+                      classes=", ".join(names.show(r["name"]) for r in ties[:SHOWN])))
+    else:
+        text.append(w("conclusions.worst", classes=listed(scored[:SHOWN])))
+    return " ".join(text)
+
+
+def pairs(confused, w, names):
+    if not confused:
+        return ""
+    a, b, ab, ba, _ = confused[0]
+    text = [w("conclusions.pair", a=names.show(a), b=names.show(b), count=ab + ba, ab=ab, ba=ba)]
+    if len(confused) > 1:
+        within = sum(same for *_, same in confused)
+        text.append(w("conclusions.pairs_within", within=within, count=len(confused)))
+    return " ".join(text)
+
+
+def how_many(w, slot, count, total):
+    """"both", "all 5", "2 of the 5", "none of them" in the words of ``slot``'s sentence."""
+    if count == 0:
+        return w(f"how.{slot}.none")
+    if count == total:
+        return w(f"how.{slot}.both") if total == 2 else w(f"how.{slot}.all", count=total)
+    return w(f"how.{slot}.some", some=w.int(count), total=w.int(total))
+
+
+def own_images(own, w, names):
+    named = [r for r in own if r["expected"]]
+    if len(named) == 1:
+        r = named[0]
+        verdict = (w("conclusions.own_rank", ordinal=w(f"ordinal.{r['rank']}")) if r["rank"]
+                   else w("conclusions.own_not_top5"))
+        return w("conclusions.own_one", name=r["name"], expected=names.show(r["expected"]),
+                 verdict=verdict)
+    if named:
+        first = sum(r["rank"] == 1 for r in named)
+        top5 = sum(bool(r["rank"]) for r in named)
+        subject = how_many(w, "subject", len(named), len(own))
+        if not top5:
+            return w("conclusions.own_many_none", subject=subject)
+        return w("conclusions.own_many", subject=subject,
+                 first=how_many(w, "object", first, len(named)),
+                 top5=how_many(w, "object", top5, len(named)))
+    if own:
+        guesses = ", ".join(f"{r['name']} \u2192 {names.show(r['top'][0][0])}" for r in own)
+        return w("conclusions.own_guesses", guesses=guesses)
+    return ""

@@ -1,0 +1,267 @@
+"""Write the lab report (a ``report_doc.Report``) as a Word file with python-docx.
+
+The same sections, sentences, tables and figures as the HTML page, on A4 with
+the page's margins: a title page, each part of the manual's list on a new
+page, headings kept with what follows, figures at their printed width (their
+text is 9 pt or more there) with numbered captions, table rows never split.
+Collapsed parts of the page (the full per-class table) stay out: they are in
+the output folder's CSV files.
+
+Usage:
+
+    from network.report_docx import write_docx
+    write_docx(report, Path("reports/report.docx"))
+"""
+
+import io
+
+from docx import Document
+from docx.enum.section import WD_ORIENT
+from docx.enum.table import WD_TABLE_ALIGNMENT
+from docx.enum.text import WD_ALIGN_PARAGRAPH
+from docx.oxml import OxmlElement
+from docx.oxml.ns import qn
+from docx.shared import Cm, Pt, RGBColor
+
+from network.files import atomic_path
+from network.report_doc import KEEP_ROWS, Cell, lead_length
+
+FONT, MONO = "Times New Roman", "Courier New"
+MARGINS_CM = {"left_margin": 2.5, "right_margin": 1.5, "top_margin": 2.0, "bottom_margin": 2.0}
+TEXT_WIDTH_CM = 21.0 - 2.5 - 1.5
+LANGUAGE_TAGS = {"en": "en-GB", "uk": "uk-UA"}
+COLOURS = {"ok": RGBColor(0x21, 0x7A, 0x21), "bad": RGBColor(0xB3, 0x26, 0x1E)}
+MARKS = {"ok": "\u2713 ", "bad": "\u2717 "}
+BLUE = (31, 119, 180)          # the superclass matrix's shade, as on the page
+
+
+def write_docx(report, path):
+    """``report`` as a .docx file at ``path`` (written atomically)."""
+    doc = Document()
+    setup_page(doc, report.lang)
+    title_page(doc, report)
+    for section in report.sections:
+        add_section(doc, section, level=1)
+    doc.core_properties.title = report.title
+    doc.core_properties.author = ""
+    with atomic_path(path) as tmp:
+        doc.save(str(tmp))
+
+
+def setup_page(doc, lang):
+    page = doc.sections[0]
+    page.orientation = WD_ORIENT.PORTRAIT
+    page.page_width, page.page_height = Cm(21.0), Cm(29.7)
+    for side, cm in MARGINS_CM.items():
+        setattr(page, side, Cm(cm))
+    normal = doc.styles["Normal"]
+    normal.font.name, normal.font.size = FONT, Pt(12)
+    fonts = normal.element.get_or_add_rPr().get_or_add_rFonts()
+    fonts.set(qn("w:eastAsia"), FONT)
+    language = OxmlElement("w:lang")
+    language.set(qn("w:val"), LANGUAGE_TAGS[lang])  # spelling is checked in the report's language
+    normal.element.get_or_add_rPr().append(language)
+    normal.paragraph_format.space_after = Pt(4)
+    for name, size in (("Title", 20), ("Heading 1", 15), ("Heading 2", 13), ("Heading 3", 12),
+                       ("Caption", 10)):
+        style = doc.styles[name]
+        style.font.name, style.font.size = FONT, Pt(size)
+        style.font.color.rgb = RGBColor(0, 0, 0)   # dark on white, as printed
+        style.font.italic = False
+    doc.styles["Heading 1"].paragraph_format.page_break_before = True
+
+
+def title_page(doc, report):
+    block = report.title_block
+    doc.add_paragraph(block["heading"], style="Title").alignment = WD_ALIGN_PARAGRAPH.CENTER
+    topic = doc.add_paragraph()
+    topic.alignment = WD_ALIGN_PARAGRAPH.CENTER
+    topic.add_run(block["topic"]).font.size = Pt(15)
+    table = doc.add_table(rows=0, cols=2)
+    for label, value in block["rows"]:
+        cells = table.add_row().cells
+        cells[0].text, cells[1].text = label, value
+        cells[0].paragraphs[0].runs[0].bold = True
+    set_widths(table, [4.0, TEXT_WIDTH_CM - 4.0])
+    aim = doc.add_paragraph()
+    aim.paragraph_format.space_before = Pt(18)
+    aim.add_run(f"{block['aim_label']}: ").bold = True
+    aim.add_run(block["aim"])
+    doc.add_paragraph(report.contents_label).runs[0].bold = True
+    for section in report.sections:
+        doc.add_paragraph(section.title)
+        for child in section.children:
+            doc.add_paragraph(child.title).paragraph_format.left_indent = Cm(0.8)
+    meta = doc.add_paragraph(report.meta)
+    meta.runs[0].font.size = Pt(9)
+
+
+def add_section(doc, section, level):
+    doc.add_heading(section.title, level=level)
+    # The heading, its introduction and first figure or table stay on one page.
+    lead = lead_length(section.blocks)
+    add_blocks(doc, section.blocks[:lead], level, keep=True)
+    add_blocks(doc, section.blocks[lead:], level)
+    for child in section.children:
+        add_section(doc, child, level + 1)
+
+
+def add_blocks(doc, blocks, level, keep=False):
+    for block in blocks:
+        if block.kind == "para":
+            add_para(doc, block.content, block.cls).paragraph_format.keep_with_next = keep
+        elif block.kind == "items":
+            for item in block.items:
+                style = "List Number" if block.ordered else "List Bullet"
+                add_para(doc, item, style=style).paragraph_format.keep_with_next = keep
+        elif block.kind == "pre":
+            add_console(doc, block)
+        elif block.kind == "figure":
+            add_figure(doc, block)
+        elif block.kind == "table":
+            add_table(doc, block)
+        elif block.kind == "cards":
+            add_cards(doc, block)
+        elif block.kind == "group":
+            if block.title and block.heading:
+                doc.add_heading(block.title, level=min(level + 1, 3))
+            elif block.title:
+                lead = doc.add_paragraph()
+                lead.add_run(block.title).bold = True
+                lead.paragraph_format.keep_with_next = True
+            add_blocks(doc, block.blocks, level + 1, keep=block.cls == "own")
+        # "details" (collapsed on the page) stays out: the CSV files hold it.
+
+
+def add_para(doc, content, cls="", style=None):
+    paragraph = doc.add_paragraph(style=style)
+    for text, kind in content:
+        run = paragraph.add_run(MARKS.get(kind, "") + text)
+        run.bold = kind == "b" or cls == "draft"
+        run.italic = cls in ("note", "draft")
+        if kind == "code":
+            run.font.name, run.font.size = MONO, Pt(10)
+        if kind in COLOURS:
+            run.font.color.rgb = COLOURS[kind]
+    return paragraph
+
+
+def add_console(doc, block):
+    """Terminal text: monospace, line by line, as the console showed it."""
+    paragraph = doc.add_paragraph()
+    paragraph.paragraph_format.left_indent = Cm(0.3)
+    lines = block.text.split("\n")
+    for i, line in enumerate(lines):
+        run = paragraph.add_run(line)
+        run.font.name, run.font.size = MONO, Pt(7.5)
+        if i < len(lines) - 1:
+            run.add_break()
+    if block.caption:
+        doc.add_paragraph(block.caption, style="Caption")
+
+
+def add_figure(doc, block):
+    doc.add_picture(io.BytesIO(block.png), width=Cm(min(block.width_cm, TEXT_WIDTH_CM)))
+    picture = doc.paragraphs[-1]
+    picture.alignment = WD_ALIGN_PARAGRAPH.CENTER
+    picture.paragraph_format.keep_with_next = True   # the caption stays with its figure
+    if block.caption:
+        doc.add_paragraph(block.caption, style="Caption")
+
+
+def add_cards(doc, block):
+    table = doc.add_table(rows=2, cols=len(block.items))
+    table.style = "Table Grid"
+    for i, (value, label) in enumerate(block.items):
+        top, bottom = table.rows[0].cells[i], table.rows[1].cells[i]
+        top.text, bottom.text = value, label
+        top.paragraphs[0].runs[0].bold = True
+        top.paragraphs[0].runs[0].font.size = Pt(14)
+        bottom.paragraphs[0].runs[0].font.size = Pt(9)
+    keep_rows(table, together=True)
+
+
+def add_table(doc, block):
+    if block.caption:
+        caption = doc.add_paragraph(block.caption, style="Caption")
+        caption.paragraph_format.keep_with_next = True
+    matrix = "matrix" in block.cls
+    head = ([] if block.head is None else [block.head])
+    width = len(block.rows[0].cells) + (block.rows[0].head is not None) if block.rows \
+        else len(block.head or [])
+    table = doc.add_table(rows=0, cols=width)
+    table.style = "Table Grid"
+    table.alignment = WD_TABLE_ALIGNMENT.CENTER
+    size = Pt(7 if matrix else 9)
+    for cells in head:
+        row = add_row(table, cells, size, bold=True)
+        mark_header(row)
+        if matrix:
+            for cell in row.cells[1:]:
+                vertical(cell)
+    for record in block.rows:
+        cells = ([] if record.head is None else [Cell(record.head, "text")]) + record.cells
+        add_row(table, cells, size, bold=record.cls == "best", first_bold=record.head is not None)
+    if matrix:
+        set_widths(table, [3.4] + [(TEXT_WIDTH_CM - 3.4) / (width - 1)] * (width - 1))
+    keep_rows(table, together=len(table.rows) <= KEEP_ROWS + 1)
+
+
+def add_row(table, cells, size, bold=False, first_bold=False):
+    row = table.add_row()
+    for i, (cell, spec) in enumerate(zip(row.cells, cells)):
+        paragraph = cell.paragraphs[0]
+        run = paragraph.add_run(spec.text)
+        run.font.size, run.bold = size, bold or (first_bold and i == 0)
+        paragraph.alignment = (WD_ALIGN_PARAGRAPH.LEFT if "text" in spec.cls
+                               else WD_ALIGN_PARAGRAPH.CENTER if "cell" in spec.cls
+                               else WD_ALIGN_PARAGRAPH.RIGHT)
+        paragraph.paragraph_format.space_after = Pt(0)
+        if spec.shade is not None:
+            shade(cell, spec.shade)
+            if spec.shade > 0.55:
+                run.font.color.rgb = RGBColor(0xFF, 0xFF, 0xFF)
+    return row
+
+
+def shade(cell, share):
+    """The cell's background: BLUE over white at ``share`` opacity, as on the page."""
+    rgb = [round(255 + (c - 255) * share) for c in BLUE]
+    fill = OxmlElement("w:shd")
+    fill.set(qn("w:val"), "clear")
+    fill.set(qn("w:color"), "auto")
+    fill.set(qn("w:fill"), "".join(f"{c:02X}" for c in rgb))
+    cell._tc.get_or_add_tcPr().append(fill)
+
+
+def vertical(cell):
+    """Header text read bottom to top, so twenty superclass names fit the page's width."""
+    direction = OxmlElement("w:textDirection")
+    direction.set(qn("w:val"), "btLr")
+    cell._tc.get_or_add_tcPr().append(direction)
+
+
+def mark_header(row):
+    """Repeat the header row on every page the table spans."""
+    header = OxmlElement("w:tblHeader")
+    header.set(qn("w:val"), "true")
+    row._tr.get_or_add_trPr().append(header)
+
+
+def keep_rows(table, together=False):
+    """No row split across two pages; with ``together``, no page end inside the table."""
+    for i, row in enumerate(table.rows):
+        split = OxmlElement("w:cantSplit")
+        split.set(qn("w:val"), "true")
+        row._tr.get_or_add_trPr().append(split)
+        if together and i < len(table.rows) - 1:
+            for cell in row.cells:
+                for paragraph in cell.paragraphs:
+                    paragraph.paragraph_format.keep_with_next = True
+
+
+def set_widths(table, widths_cm):
+    table.autofit = False
+    for row in table.rows:
+        for cell, width in zip(row.cells, widths_cm):
+            cell.width = Cm(width)
