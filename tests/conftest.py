@@ -15,6 +15,7 @@ from fake_cifar import write_fake_cifar
 from helpers import (  # noqa: F401  (re-exported for the test modules)
     ROOT,
     assert_clean_error,
+    call_main,
     code_step,
     run_cli,
     run_main,
@@ -48,17 +49,22 @@ def fake_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, fake_data):
-    """A lab model trained for one epoch on the synthetic data (shared, read-only).
+    """A lab model trained for one epoch on the synthetic data (shared, read-only), in
+    this process as its command line would (the command line itself runs in
+    ``backend_training``).
 
-    Returns a dict with the model path and the training output folder.
+    Returns a dict with the model path, the training output folder and what it printed.
     """
+    from network.train_model import main
+
     out = tmp_path_factory.mktemp("trained")
     model_path = out / "models" / "best_model.h5"
-    result = run_cli("train_model", "--data-dir", fake_data, "--allow-md5-mismatch",
-                     "--subset", 250, "--epochs", 1, "--batch-size", 50,
-                     "--model-path", model_path, "--output-dir", out / "reports")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {"model_path": model_path, "reports": out / "reports", "stdout": result.stdout}
+    code, stdout, stderr = call_main(main, [
+        "--data-dir", fake_data, "--allow-md5-mismatch", "--subset", 250, "--epochs", 1,
+        "--batch-size", 50, "--model-path", model_path, "--output-dir", out / "reports",
+        "--no-show"])
+    assert code == 0, stderr[-3000:]
+    return {"model_path": model_path, "reports": out / "reports", "stdout": stdout}
 
 
 @pytest.fixture(scope="session")
