@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from conftest import run_main
 from fake_cifar import FINE_NAMES
+from helpers import run_main
 from network.reporting import evaluate_probabilities
 
 # Six classes in three superclasses: {0, 1}, {2, 3}, {4, 5}.
