@@ -38,6 +38,7 @@ from network import cli, runtime
 from network.console_log import logged
 from network.data_utils import load_cifar100
 from network.errors import LabError
+from network.files import write_json_atomic, write_text_atomic
 
 NUM_SAMPLES = 16
 
@@ -164,13 +165,13 @@ def save_tables(labels, predicted, confidence, names, out):
     import pandas as pd
 
     report_text, report_table = classification_tables(labels, predicted, names)
-    cli.write_text_atomic(out / "classification_report.txt", report_text)
-    cli.write_text_atomic(out / "classification_report.csv",
+    write_text_atomic(out / "classification_report.txt", report_text)
+    write_text_atomic(out / "classification_report.csv",
                           report_table.to_csv(index_label="class"))
     # Each image's true and predicted class, so the lab report needs no second pass.
     table = pd.DataFrame({"image": np.arange(len(labels)), "true": labels,
                           "predicted": predicted, "confidence": confidence.round(6)})
-    cli.write_text_atomic(out / "test_predictions.csv", table.to_csv(index=False))
+    write_text_atomic(out / "test_predictions.csv", table.to_csv(index=False))
     return report_text
 
 
@@ -220,7 +221,7 @@ def main(argv=None):
                             out / "confident_mistakes.png", show=show)
     metrics["confident_mistakes"] = mistakes_summary(labels, predicted, worst,
                                                      data.fine_to_coarse)
-    cli.write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / "metrics.json", metrics)
     report_text = save_tables(labels, predicted, confidence, data.fine_names, out)
     save_figures(images, labels, predicted, data, args, show)
 

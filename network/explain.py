@@ -33,6 +33,8 @@ Usage:
     plot_confident_mistakes(images, worst, y_true, y_pred, confidence, names, path)
 """
 
+import math
+
 import numpy as np
 
 from network.errors import LabError
@@ -225,7 +227,7 @@ def plot_confident_mistakes(images, indices, y_true, y_pred, confidence, names, 
     import matplotlib.pyplot as plt
 
     cols = 4
-    rows = max(1, -(-len(indices) // cols))
+    rows = max(1, math.ceil(len(indices) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(GRID_WIDTH, 3.2 * rows), squeeze=False,
                              layout="constrained")  # titles never run into the row above
     for ax in axes.flat:

@@ -47,6 +47,7 @@ import numpy as np
 from network import PROJECT_ROOT, cli, runtime
 from network.console_log import LOG_DIR, command_line, logged
 from network.errors import LabError
+from network.files import write_text_atomic
 from network.report_doc import lead_length
 from network.report_text import LANGUAGES
 
@@ -471,7 +472,7 @@ def main(argv=None):
     run = gather(args, argv, training, missing, checked)
     report = build_report(run, Words(args.lang), ClassNames(args.class_names))
     path = args.output_dir / REPORT_NAME
-    cli.write_text_atomic(path, render(report))
+    write_text_atomic(path, render(report))
     metrics = run["metrics"]
     print(f"Test accuracy {metrics['accuracy']:.1%} (top-5 {metrics['top5_accuracy']:.1%}, "
           f"superclass {metrics['superclass_accuracy']:.1%}) on {metrics['images']:,} images; "

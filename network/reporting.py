@@ -3,6 +3,7 @@
 Every figure is saved as PNG (atomically) and shown only when asked.
 """
 
+import math
 import textwrap
 
 import numpy as np
@@ -158,7 +159,7 @@ def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=Fa
     cm = np.asarray(cm)
     fine_to_coarse = np.asarray(fine_to_coarse)
     totals = cm.sum(axis=1)
-    rows = -(-len(coarse_names) // cols)
+    rows = math.ceil(len(coarse_names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(block[0] * cols, block[1] * rows),
                              squeeze=False, layout="constrained")
     for ax in axes.flat[len(coarse_names):]:
@@ -197,7 +198,7 @@ def plot_test_samples(images, true_names, pred_names, path, show=False):
     import matplotlib.pyplot as plt
 
     cols = 4
-    rows = -(-len(images) // cols)
+    rows = math.ceil(len(images) / cols)
     # The width of a printed A4 page: the 9 pt titles stay 9 pt on paper.
     fig, axes = plt.subplots(rows, cols, figsize=(6.6, 2.25 * rows), squeeze=False)
     for ax in axes.flat:
