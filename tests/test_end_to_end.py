@@ -62,13 +62,26 @@ def evaluated(trained, fake_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def recognised(trained, tmp_path_factory):
-    """test_model run as a file (python network/test_model.py), as from an IDE, on img/."""
+def recognised(tiny_model, tmp_path_factory):
+    """test_model run as a file (python network/test_model.py), as from an IDE, on img/,
+    from another working folder. The model is conftest's tiny one: an occlusion map per
+    photo costs the lab's network seconds each (it recognises a photo in
+    test_the_trained_model_recognises_a_photo)."""
     out = tmp_path_factory.mktemp("recognition")
-    result = run_cli("test_model", "--model-path", trained["model_path"], "--output-dir", out,
+    result = run_cli("test_model", "--model-path", tiny_model, "--output-dir", out,
                      file_mode=True, cwd=out)  # another working directory: img/ is still found
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "predictions", result
+
+
+def check_photo_predictions(table, photo, stdout):
+    """Five ranked classes of the synthetic data for ``photo``, and its chart."""
+    rows = table[table["file"] == str(photo)]
+    assert rows["rank"].tolist() == [1, 2, 3, 4, 5], photo
+    assert set(rows["class"]) <= set(FINE_NAMES) and rows["class"].is_unique
+    probs = rows["probability"].to_numpy()
+    assert (np.diff(probs) <= 0).all() and 0 < probs.sum() <= 1 + 1e-5
+    assert f"{photo.name}:" in stdout
 
 
 # --- Training ----------------------------------------------------------------------------
@@ -178,13 +191,34 @@ def test_recognition_of_the_sample_photos(recognised):
     assert list(table.columns) == ["file", "rank", "class", "probability", "chart"]
     assert len(table) == 5 * len(photos)
     for photo in photos:
-        rows = table[table["file"] == str(photo)]
-        assert rows["rank"].tolist() == [1, 2, 3, 4, 5], photo
-        assert set(rows["class"]) <= set(FINE_NAMES) and rows["class"].is_unique
-        probs = rows["probability"].to_numpy()
-        assert (np.diff(probs) <= 0).all() and 0 < probs.sum() <= 1 + 1e-5
-        assert f"{photo.name}:" in result.stdout
+        check_photo_predictions(table, photo, result.stdout)
         assert_png(out / f"{photo.stem}_top5.png")
+
+
+def test_the_trained_model_recognises_a_photo(trained, tmp_path, capsys):
+    """The lab's network (it takes images scaled to 0-1) with the class names and the
+    temperature its training saved beside it."""
+    from network.calibration import apply_temperature, load_temperature
+    from network.model_utils import load_model, model_images
+    from network.test_model import main, read_image, resize_for_model
+
+    photo = ROOT / "img" / "rocket.jpg"
+    code, stdout, err = run_main(main, [photo, "--model-path", trained["model_path"],
+                                        "--output-dir", tmp_path, "--no-show"], capsys)
+    assert code == 0, err[-3000:]
+    table = pd.read_csv(tmp_path / "predictions" / "predictions.csv")
+    assert len(table) == 5
+    check_photo_predictions(table, photo, stdout)
+    assert_png(tmp_path / "predictions" / f"{photo.stem}_top5.png")
+
+    model = load_model(trained["model_path"])
+    probs = apply_temperature(
+        np.asarray(model.predict(model_images(model, resize_for_model(read_image(photo))[None]),
+                                 verbose=0), dtype=np.float32),
+        load_temperature(trained["model_path"]))[0]
+    top = np.argsort(probs)[::-1][:5]
+    assert list(table["class"]) == [FINE_NAMES[k] for k in top]
+    np.testing.assert_allclose(table["probability"], probs[top], atol=2e-6)
 
 
 # --- The fast recipe -----------------------------------------------------------------------
