@@ -73,10 +73,11 @@ def classes(per_class, w, names):
     def listed(rows):
         return ", ".join(f"{names.show(r['name'])} (F1 {w.num(r['f1'], 2)})" for r in rows)
 
-    best = scored[::-1][:SHOWN]
-    text = [w("conclusions.best", classes=listed(best))]
     worst_f1 = scored[0]["f1"]
     ties = [r for r in scored if r["f1"] == worst_f1]
+    # Only classes learnt better than the worst count as the best.
+    best = [r for r in scored[::-1][:SHOWN] if r["f1"] > worst_f1]
+    text = [w("conclusions.best", classes=listed(best))] if best else []
     if len(ties) > SHOWN:
         text.append(w("conclusions.worst_shared", count=len(ties), f1=w.num(worst_f1, 2),
                       classes=", ".join(names.show(r["name"]) for r in ties[:SHOWN])))

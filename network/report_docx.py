@@ -17,7 +17,7 @@ import io
 
 from docx import Document
 from docx.enum.section import WD_ORIENT
-from docx.enum.table import WD_TABLE_ALIGNMENT
+from docx.enum.table import WD_ROW_HEIGHT_RULE, WD_TABLE_ALIGNMENT
 from docx.enum.text import WD_ALIGN_PARAGRAPH
 from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
@@ -66,6 +66,9 @@ def setup_page(doc, lang):
                        ("Caption", 10)):
         style = doc.styles[name]
         style.font.name, style.font.size = FONT, Pt(size)
+        fonts = style.element.get_or_add_rPr().get_or_add_rFonts()
+        for theme in ("w:asciiTheme", "w:hAnsiTheme", "w:eastAsiaTheme", "w:cstheme"):
+            fonts.attrib.pop(qn(theme), None)  # the theme's font would win over FONT
         style.font.color.rgb = RGBColor(0, 0, 0)   # dark on white, as printed
         style.font.italic = False
     doc.styles["Heading 1"].paragraph_format.page_break_before = True
@@ -186,25 +189,37 @@ def add_table(doc, block):
         caption = doc.add_paragraph(block.caption, style="Caption")
         caption.paragraph_format.keep_with_next = True
     matrix = "matrix" in block.cls
-    head = ([] if block.head is None else [block.head])
-    width = len(block.rows[0].cells) + (block.rows[0].head is not None) if block.rows \
-        else len(block.head or [])
-    table = doc.add_table(rows=0, cols=width)
+    rows = [([] if r.head is None else [Cell(r.head, "text")]) + r.cells for r in block.rows]
+    table = doc.add_table(rows=0, cols=len(rows[0]) if rows else len(block.head))
     table.style = "Table Grid"
     table.alignment = WD_TABLE_ALIGNMENT.CENTER
-    size = Pt(7 if matrix else 9)
-    for cells in head:
-        row = add_row(table, cells, size, bold=True)
+    size = Pt(6.5 if matrix else 9)
+    if block.head:
+        row = add_row(table, block.head, size, bold=True)
         mark_header(row)
-        if matrix:
+        if matrix:   # twenty superclass names read bottom to top, in a tall first row
+            row.height, row.height_rule = Cm(4.4), WD_ROW_HEIGHT_RULE.AT_LEAST
+            narrow_cells(table)
             for cell in row.cells[1:]:
                 vertical(cell)
-    for record in block.rows:
-        cells = ([] if record.head is None else [Cell(record.head, "text")]) + record.cells
+    for record, cells in zip(block.rows, rows):
         add_row(table, cells, size, bold=record.cls == "best", first_bold=record.head is not None)
-    if matrix:
-        set_widths(table, [3.4] + [(TEXT_WIDTH_CM - 3.4) / (width - 1)] * (width - 1))
+    set_widths(table, column_widths(block.head, rows, matrix))
     keep_rows(table, together=len(table.rows) <= KEEP_ROWS + 1)
+    doc.add_paragraph().paragraph_format.space_after = Pt(2)  # two tables never touch
+
+
+def column_widths(head, rows, matrix):
+    """Widths in cm filling the text width: a matrix's first column for the names, the
+    others alike; else in proportion to each column's longest text (within limits)."""
+    columns = len(rows[0]) if rows else len(head)
+    if matrix:   # names, the counts, and the recall ("12,3 %")
+        return [3.2] + [(TEXT_WIDTH_CM - 4.5) / (columns - 2)] * (columns - 2) + [1.3]
+    # A header may wrap between its words, not inside one.
+    lengths = [max([4] + [min(len(r[i].text), 36) for r in rows]
+                   + ([max(map(len, head[i].text.split() or [""])) + 1] if head else []))
+               for i in range(columns)]
+    return [TEXT_WIDTH_CM * n / sum(lengths) for n in lengths]
 
 
 def add_row(table, cells, size, bold=False, first_bold=False):
@@ -222,6 +237,17 @@ def add_row(table, cells, size, bold=False, first_bold=False):
             if spec.shade > 0.55:
                 run.font.color.rgb = RGBColor(0xFF, 0xFF, 0xFF)
     return row
+
+
+def narrow_cells(table, cm=0.05):
+    """Small left and right cell margins, so three digits fit a matrix's narrow columns."""
+    margins = OxmlElement("w:tblCellMar")
+    for side in ("left", "right"):
+        margin = OxmlElement(f"w:{side}")
+        margin.set(qn("w:w"), str(round(cm * 567)))   # twentieths of a point
+        margin.set(qn("w:type"), "dxa")
+        margins.append(margin)
+    table._tbl.tblPr.append(margins)
 
 
 def shade(cell, share):
@@ -261,7 +287,10 @@ def keep_rows(table, together=False):
 
 
 def set_widths(table, widths_cm):
+    """Fixed column widths, in the table grid (LibreOffice) and in every cell (Word)."""
     table.autofit = False
+    for column, width in zip(table.columns, widths_cm):
+        column.width = Cm(width)
     for row in table.rows:
         for cell, width in zip(row.cells, widths_cm):
             cell.width = Cm(width)

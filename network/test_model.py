@@ -249,6 +249,29 @@ def read_inputs(files, problems):
     return readable, previews, inputs
 
 
+def report_top5(model, names, readable, charts, previews, inputs, probs, args, show):
+    """Print each image's top 5 on one line and draw its chart; return predictions.csv's rows."""
+    from network.explain import occlusion_map, plot_explained_top5
+
+    labels = [cli.display_path(p) for p in readable]
+    width = max(len(label) for label in labels) + 1
+    print(f"Top {TOP_K} classes of {len(readable)} image(s):")
+    rows = []
+    for path, label, chart, image, pixels, p in zip(readable, labels, charts, previews, inputs,
+                                                    probs):
+        top = np.argsort(p)[::-1][:TOP_K]
+        print(f"  {label + ':':<{width}}  " + ", ".join(f"{names[k]} {p[k]:.1%}" for k in top))
+        rows += [{"file": str(path), "rank": rank, "class": names[k],
+                  "probability": round(float(p[k]), 6), "chart": chart}
+                 for rank, k in enumerate(top, 1)]
+        # Where the network finds its first class: one batch of occluded copies. The drops
+        # stay in probability units, so the chart's colour scale says how much each region counts.
+        heat = occlusion_map(model, pixels, int(top[0]), normalize=False)
+        plot_explained_top5(image, heat, [names[k] for k in top], p[top],
+                            args.output_dir / chart, title=path.name, show=show)
+    return rows
+
+
 # The console output goes to the report's folder (logs/test_model.log), not predictions/.
 @logged("test_model", parse_args, folder=lambda args: args.output_dir.parent)
 def main(argv=None):
@@ -267,7 +290,6 @@ def main(argv=None):
     import pandas as pd
 
     from network.calibration import apply_temperature, load_temperature
-    from network.explain import occlusion_map, plot_explained_top5
     from network.model_utils import load_class_names, load_model, model_images
 
     model = load_model(args.model_path, num_class=NUM_CLASSES)
@@ -280,22 +302,8 @@ def main(argv=None):
     probs = apply_temperature(np.asarray(model.predict(batch, verbose=0), dtype=np.float32),
                               load_temperature(args.model_path))
 
-    charts, labels = chart_names(readable), [cli.display_path(p) for p in readable]
-    width = max(len(label) for label in labels) + 1
-    print(f"Top {TOP_K} classes of {len(readable)} image(s):")
-    rows = []
-    for path, label, chart, image, pixels, p in zip(readable, labels, charts, previews, inputs,
-                                                    probs):
-        top = np.argsort(p)[::-1][:TOP_K]
-        print(f"  {label + ':':<{width}}  " + ", ".join(f"{names[k]} {p[k]:.1%}" for k in top))
-        rows += [{"file": str(path), "rank": rank, "class": names[k],
-                  "probability": round(float(p[k]), 6), "chart": chart}
-                 for rank, k in enumerate(top, 1)]
-        # Where the network finds its first class: one batch of occluded copies. The drops
-        # stay in probability units, so the chart's colour scale says how much each region counts.
-        heat = occlusion_map(model, pixels, int(top[0]), normalize=False)
-        plot_explained_top5(image, heat, [names[k] for k in top], p[top],
-                            args.output_dir / chart, title=path.name, show=show)
+    charts = chart_names(readable)
+    rows = report_top5(model, names, readable, charts, previews, inputs, probs, args, show)
     table = pd.DataFrame(rows, columns=COLUMNS)
     cli.write_text_atomic(args.output_dir / "predictions.csv", table.to_csv(index=False))
     remove_old_charts(args.output_dir, charts)
