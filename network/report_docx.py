@@ -216,7 +216,7 @@ def column_widths(head, rows, matrix):
     if matrix:   # names, the counts, and the recall ("12,3 %")
         return [3.2] + [(TEXT_WIDTH_CM - 4.5) / (columns - 2)] * (columns - 2) + [1.3]
     # A header may wrap between its words, not inside one.
-    lengths = [max([4] + [min(len(r[i].text), 36) for r in rows]
+    lengths = [max([6] + [min(len(r[i].text), 36) for r in rows]
                    + ([max(map(len, head[i].text.split() or [""])) + 1] if head else []))
                for i in range(columns)]
     return [TEXT_WIDTH_CM * n / sum(lengths) for n in lengths]
