@@ -13,7 +13,6 @@ from pathlib import Path
 
 from network import PROJECT_ROOT
 from network.errors import LabError
-from network.files import write_json_atomic, write_text_atomic  # noqa: F401
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "best_model.h5"

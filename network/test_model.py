@@ -43,6 +43,7 @@ from network import PROJECT_ROOT, cli, runtime
 from network.console_log import logged
 from network.data_utils import NUM_CLASSES
 from network.errors import LabError
+from network.files import write_text_atomic
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
                     ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -305,7 +306,7 @@ def main(argv=None):
     charts = chart_names(readable)
     rows = report_top5(model, names, readable, charts, previews, inputs, probs, args, show)
     table = pd.DataFrame(rows, columns=COLUMNS)
-    cli.write_text_atomic(args.output_dir / "predictions.csv", table.to_csv(index=False))
+    write_text_atomic(args.output_dir / "predictions.csv", table.to_csv(index=False))
     remove_old_charts(args.output_dir, charts)
     print(f"Classified {len(readable)} image(s); charts and predictions.csv in "
           f"{cli.display_path(args.output_dir)}")
