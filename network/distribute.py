@@ -39,9 +39,12 @@ def setup_distribution():
                    "(set KERAS_BACKEND=jax or tensorflow)")
 
 
-def trim_to_multiple(count, replicas):
-    """The largest sample count <= ``count`` that splits evenly over the replicas."""
-    return count - count % replicas
+def even_split_for(replicas, batch_size, *splits):
+    """Trim each (x, y) split so that every batch divides evenly over the devices."""
+    if batch_size % replicas:
+        raise LabError(f"--batch-size {batch_size} must be a multiple of the {replicas} "
+                       "devices for --distribute")
+    return [(x[:len(x) - len(x) % replicas], y[:len(y) - len(y) % replicas]) for x, y in splits]
 
 
 def devices_in_use(model):

@@ -38,7 +38,7 @@ import numpy as np
 from network import cli, runtime
 from network.console_log import logged
 from network.data_utils import NUM_CLASSES, load_cifar100, one_hot
-from network.distribute import trim_to_multiple
+from network.distribute import even_split_for
 from network.errors import LabError
 from network.recipes import Run
 
@@ -111,15 +111,6 @@ def load_splits(run):
     print(f"Training on {len(train[0])} images, validating on {len(val[0])} "
           f"(test set of {len(data.x_test)} kept apart)")
     return data, train, val
-
-
-def even_split_for(replicas, batch_size, *splits):
-    """Trim each (x, y) split so every batch divides evenly over the devices."""
-    if batch_size % replicas:
-        raise LabError(f"--batch-size {batch_size} must be a multiple of the {replicas} "
-                       "devices for --distribute")
-    return [(x[:trim_to_multiple(len(x), replicas)], y[:trim_to_multiple(len(y), replicas)])
-            for x, y in splits]
 
 
 # --- Model ------------------------------------------------------------------------------
