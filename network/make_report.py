@@ -32,10 +32,11 @@ Usage:
 import argparse
 import base64
 import contextlib
+import hashlib
 import io
 import json
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +63,7 @@ DEFAULT_IMAGES = PROJECT_ROOT / "img"
 MANUAL = {"accuracy": 0.5754, "loss": 1.63}  # the manual's published test result, for comparison
 PRINT_WIDTH_CM = 17.0          # A4 less report.css's margins: figures are drawn for it
 CONFUSION_PART = 9             # superclasses per printed part of the confusion matrix (3 x 3)
+PARTS_DIR = ".report-figures"  # the drawn parts, kept for the next report of the same evaluation
 LOGGED = ("train_model", "evaluate_model", "test_model")
 LOG_LINES = 400                # longer logs keep their start and end
 
@@ -369,22 +371,33 @@ def own_image_results(csv, names):
 
 def confusion_parts(cm, names, coarse_names, fine_to_coarse, out):
     """The confusion matrix in parts of a few superclasses, each one fitting a printed page
-    with its text at 9 pt or more (drawn in a temporary folder inside the output folder)."""
+    with its text at 9 pt or more.
+
+    Drawing them takes seconds on a CPU, so they are kept in ``out/.report-figures``
+    under a digest of everything they show: a report made again from the same
+    evaluation (say, with your name added) reuses them, and a new evaluation never does.
+    """
     from network.reporting import plot_confusion_matrix
 
-    mapping, parts = np.asarray(fine_to_coarse), []
-    with tempfile.TemporaryDirectory(dir=out, prefix=".report-") as folder:
-        for start in range(0, len(coarse_names), CONFUSION_PART):
+    mapping = np.asarray(fine_to_coarse)
+    shown = json.dumps([np.asarray(cm).tolist(), names, coarse_names, mapping.tolist(),
+                        CONFUSION_PART])
+    digest = hashlib.sha256(shown.encode()).hexdigest()[:16]
+    folder = out / PARTS_DIR
+    starts = range(0, len(coarse_names), CONFUSION_PART)
+    paths = [folder / f"confusion-{digest}-{start}.png" for start in starts]
+    if not all(path.is_file() for path in paths):
+        shutil.rmtree(folder, ignore_errors=True)  # another evaluation's parts
+        folder.mkdir(exist_ok=True)
+        for start, path in zip(starts, paths):
             chosen = range(start, min(start + CONFUSION_PART, len(coarse_names)))
             # The other superclasses' classes get -1: they count only as "elsewhere".
             local = np.full_like(mapping, -1)
             for i, coarse in enumerate(chosen):
                 local[mapping == coarse] = i
-            path = Path(folder, f"part{start}.png")
             plot_confusion_matrix(cm, names, [coarse_names[c] for c in chosen], local, path,
                                   cols=3, block=(2.2, 2.2), title_size=None)
-            parts.append(figure_entry(path.read_bytes()))
-    return parts
+    return [figure_entry(read_png(path)) for path in paths]
 
 
 def evaluation_results(args):

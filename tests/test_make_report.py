@@ -19,7 +19,7 @@ from conftest import assert_clean_error, run_cli
 from network import PROJECT_ROOT, make_report, reporting
 from network.errors import LabError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("make_report")]  # one report
 
 # The manual's report requirements, in its order: procedure, training (log, results, curves),
 # evaluation (accuracy and loss, per class, 16 random images; then further analyses), own
@@ -328,9 +328,18 @@ def test_last_test_model_run_kept_without_images(report, trained, fake_data, tmp
     assert "fine_03_photo.png is named after a class (fine_03), which the model" in summary
 
 
-def test_img_recognised_when_test_model_never_ran(report, trained, fake_data, tmp_path, capsys):
+def test_img_recognised_when_test_model_never_ran(report, trained, fake_data, tmp_path, capsys,
+                                                 monkeypatch):
+    """With no test_model run, the report recognises img/ (here two of its photos: each
+    costs the lab CNN 170 forward passes for its heat map)."""
     from network.test_model import collect_images
 
+    assert make_report.DEFAULT_IMAGES == PROJECT_ROOT / "img"
+    photos = tmp_path / "img"
+    photos.mkdir()
+    for name in ("raccoon.jpg", "rocket.jpg"):
+        shutil.copy2(PROJECT_ROOT / "img" / name, photos)
+    monkeypatch.setattr(make_report, "DEFAULT_IMAGES", photos)
     out = report_copy(report, tmp_path)
     shutil.rmtree(out / "predictions")
     make_report.main(["--output-dir", str(out), "--model-path", str(trained["model_path"]),
@@ -339,7 +348,7 @@ def test_img_recognised_when_test_model_never_ran(report, trained, fake_data, tm
     assert "Recognising the images in img/" in printed and "does not exist yet" in printed
     tree = parse((out / "report.html").read_text(encoding="utf-8"))
     titles = [h.all_text() for h in tree.find("section", id="own-images").find_all("h3")]
-    assert titles == [p.name for p in collect_images([PROJECT_ROOT / "img"])[0]]
+    assert titles == [p.name for p in collect_images([photos])[0]] == ["raccoon.jpg", "rocket.jpg"]
 
 
 def test_chart_column_and_no_hits_in_words(report, trained, fake_data, tmp_path):
@@ -555,8 +564,12 @@ def test_evaluation_of_another_model_is_not_reused(report, tmp_path):
 
 def test_without_a_training_run_the_report_says_what_is_missing(report, tmp_path, trained,
                                                                  fake_data, capsys):
-    """A model trained elsewhere: the report shows the rest and says how to add training."""
-    out = tmp_path / "empty"
+    """A model trained elsewhere: the report shows the rest and says how to add training.
+    (The evaluation and recognition are the report fixture's: running them is checked there.)"""
+    out = report_copy(report, tmp_path)
+    for name in [*make_report.TRAINING_FILES, "training_curves.png", "logs/train_model.log"]:
+        (out / name).unlink(missing_ok=True)
+    (out / "report.html").unlink()
     make_report.main(report_args(out, report["images"], trained["model_path"], fake_data))
     printed = capsys.readouterr().out
     assert "No training run in" in printed and "history.csv, train_summary.json" in printed
@@ -603,6 +616,25 @@ def test_runs_as_a_file(report, trained, fake_data, tmp_path):
 
 
 # --- Pieces ---------------------------------------------------------------------------
+
+def test_confusion_parts_are_drawn_once_per_evaluation(tmp_path, monkeypatch):
+    """A report made again from the same evaluation reuses the drawn parts; another
+    evaluation's matrix gets its own, and the old ones go."""
+    drawn = []
+    real = reporting.plot_confusion_matrix
+    monkeypatch.setattr(reporting, "plot_confusion_matrix",
+                        lambda *args, **kwargs: drawn.append(args[4]) or real(*args, **kwargs))
+    names, coarse, mapping = ["a", "b", "c", "d"], ["x", "y"], [0, 0, 1, 1]
+    cm = np.array([[3, 1, 0, 0], [0, 4, 0, 0], [0, 0, 2, 2], [1, 0, 0, 3]])
+    first = make_report.confusion_parts(cm, names, coarse, mapping, tmp_path)
+    again = make_report.confusion_parts(cm, names, coarse, mapping, tmp_path)
+    assert len(drawn) == 1 and again == first
+    assert first[0]["png"] == drawn[0].read_bytes()
+    cm[0] = [4, 0, 0, 0]
+    other = make_report.confusion_parts(cm, names, coarse, mapping, tmp_path)
+    assert len(drawn) == 2 and other != first
+    assert list((tmp_path / make_report.PARTS_DIR).iterdir()) == [drawn[1]]
+
 
 def test_most_confused_pairs_sum_both_directions():
     cm = np.array([[5, 1, 3],
