@@ -1,11 +1,18 @@
 """Shared fixtures: synthetic CIFAR-100 files, tiny models, and runs on every backend.
 
 The helpers that run the scripts live in helpers.py; they are importable from here too.
+
+The suite runs in parallel (pytest-xdist, ``-n`` in pyproject.toml). Tests that share an
+expensive fixture of a module, or the runs on every backend, are kept on one worker with
+an ``xdist_group`` mark, so that each such fixture is computed once; the lab model that
+many modules share (``trained``) is trained once by whichever worker needs it first.
 """
 
 import importlib.util
 import json
 import os
+import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +32,49 @@ from helpers import (  # noqa: F401  (re-exported for the test modules)
 
 REAL_DATA = os.environ.get("CIFAR100_DIR")
 BACKENDS = [b for b in ("tensorflow", "jax", "torch") if importlib.util.find_spec(b) is not None]
+# The fixtures of the runs on every backend: their tests share one worker (xdist_group).
+BACKEND_FIXTURES = {"backend_training", "backend_checks", "backend_check"}
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most 4 (each imports a Keras backend, about a
+    gigabyte of memory, and the slowest tests are single runs that more workers do not
+    split)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 4))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if BACKEND_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group("backends"))
+
+
+def computed_once(tmp_path_factory, name, make):
+    """``make()``, computed once per test session, also when pytest-xdist runs the tests in
+    several processes: the first worker to ask makes it (the others wait on a lock) and
+    leaves it pickled in the folder that the session's workers share."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make()
+    from filelock import FileLock
+
+    saved = tmp_path_factory.getbasetemp().parent / f"{name}.pickle"
+    with FileLock(f"{saved}.lock"):
+        if saved.is_file():
+            return pickle.loads(saved.read_bytes())
+        value = make()
+        saved.write_bytes(pickle.dumps(value))
+        return value
 
 
 @pytest.fixture(scope="session", autouse=True)
 def array_cache(tmp_path_factory):
-    """Decoded data sets are cached in a folder of the test session, never in ~/.cache
-    (child processes inherit the variable)."""
-    folder = tmp_path_factory.mktemp("array-cache")
+    """Decoded data sets are cached in a folder of the test session (shared by its
+    workers), never in ~/.cache; child processes inherit the variable."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "array-cache"
+    folder.mkdir(exist_ok=True)
     previous = os.environ.get("CIFAR100_CACHE_DIR")
     os.environ["CIFAR100_CACHE_DIR"] = str(folder)
     yield folder
@@ -55,16 +98,19 @@ def trained(tmp_path_factory, fake_data):
 
     Returns a dict with the model path, the training output folder and what it printed.
     """
-    from network.train_model import main
+    def train():
+        from network.train_model import main
 
-    out = tmp_path_factory.mktemp("trained")
-    model_path = out / "models" / "best_model.h5"
-    code, stdout, stderr = call_main(main, [
-        "--data-dir", fake_data, "--allow-md5-mismatch", "--subset", 250, "--epochs", 1,
-        "--batch-size", 50, "--model-path", model_path, "--output-dir", out / "reports",
-        "--no-show"])
-    assert code == 0, stderr[-3000:]
-    return {"model_path": model_path, "reports": out / "reports", "stdout": stdout}
+        out = tmp_path_factory.mktemp("trained")
+        model_path = out / "models" / "best_model.h5"
+        code, stdout, stderr = call_main(main, [
+            "--data-dir", fake_data, "--allow-md5-mismatch", "--subset", 250, "--epochs", 1,
+            "--batch-size", 50, "--model-path", model_path, "--output-dir", out / "reports",
+            "--no-show"])
+        assert code == 0, stderr[-3000:]
+        return {"model_path": model_path, "reports": out / "reports", "stdout": stdout}
+
+    return computed_once(tmp_path_factory, "trained", train)
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +175,7 @@ json.dump({"backend": keras.backend.backend(), "heat": heat.tolist()}, open(sys.
 """
 
 PREDICT_IMAGES = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
+CHECKED_PHOTOS = ("clock_motion_blur.png", "cup_coffee.jpg")  # recognised on every backend
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +200,8 @@ def backend_training(tmp_path_factory, fake_data):
 def backend_checks(tmp_path_factory, fake_data, backend_training):
     """One process per installed backend that runs, in turn (each step's results apart):
 
-    - ``recognise``: test_model on img/ with the backend's own model (the process's start);
+    - ``recognise``: test_model on two of img/'s photos (a PNG and a JPEG) with the
+      backend's own model (the process's start);
     - ``evaluate``: evaluate_model on 100 test images with that model;
     - ``predict``: every backend's model on PREDICT_IMAGES (``predictions``: {path: array});
     - ``heat``: QUADRANT_MODEL's occlusion map (``heat_map``: the JSON it wrote);
@@ -163,13 +211,17 @@ def backend_checks(tmp_path_factory, fake_data, backend_training):
     """
     folder = tmp_path_factory.mktemp("backend-checks")
     np.save(folder / "x.npy", PREDICT_IMAGES)
+    photos = folder / "photos"
+    photos.mkdir()
+    for name in CHECKED_PHOTOS:
+        shutil.copy2(ROOT / "img" / name, photos)
     paths = [str(run["model_path"]) for run in backend_training.values()]
     checks = {}
     for backend in BACKENDS:
         out = folder / backend
         model_path = backend_training[backend]["model_path"]
         steps = {
-            "recognise": script_step("test_model", ROOT / "img", "--model-path", model_path,
+            "recognise": script_step("test_model", photos, "--model-path", model_path,
                                      "--output-dir", out / "recognition"),
             "evaluate": script_step("evaluate_model", "--model-path", model_path,
                                     "--data-dir", fake_data, "--allow-md5-mismatch",

@@ -13,7 +13,8 @@ import pytest
 from conftest import TINY_TRAINING, summary_of
 from helpers import assert_clean_error, code_step, run_steps, script_step
 
-pytestmark = pytest.mark.slow
+# With the backend runs' tests on one worker: its reference is backend_training's run.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("backends")]
 TWO_DEVICES = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
 

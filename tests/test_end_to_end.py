@@ -16,7 +16,7 @@ from conftest import ROOT
 from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
 from helpers import call_main, run_cli, run_main
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("end_to_end")]  # one evaluation
 
 METRICS = ("accuracy", "loss", "top5_accuracy", "superclass_accuracy")
 

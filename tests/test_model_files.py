@@ -204,6 +204,7 @@ def cli_errors(tmp_path_factory, fake_data):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("model_files_cli")  # with the next test: cli_errors runs once
 def test_evaluate_model_cli_with_a_text_file(cli_errors):
     _, results = cli_errors
     result = results["text file"]
@@ -212,6 +213,7 @@ def test_evaluate_model_cli_with_a_text_file(cli_errors):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("model_files_cli")
 def test_test_model_cli_with_a_wrong_model(cli_errors):
     folder, results = cli_errors
     result = results["wrong model"]

@@ -110,6 +110,10 @@ def mixed_folder(tmp_path_factory):
     return folder
 
 
+# The tests of the command-line runs share one worker, so cli_runs runs once (pytest-xdist).
+SHARES_CLI_RUNS = pytest.mark.xdist_group("test_model_cli")
+
+
 @pytest.fixture(scope="module")
 def cli_runs(mixed_folder, tiny_model, tmp_path_factory):
     """The two command-line runs, one after the other in one process (``run_steps``):
@@ -163,6 +167,7 @@ def top5_line(stdout, name):
 
 
 @pytest.mark.slow
+@SHARES_CLI_RUNS
 def test_mixed_folder_exit_status_and_no_traceback(mixed_run):
     result, _ = mixed_run
     assert result.returncode == 1, result.stderr[-3000:]
@@ -172,6 +177,7 @@ def test_mixed_folder_exit_status_and_no_traceback(mixed_run):
 
 
 @pytest.mark.slow
+@SHARES_CLI_RUNS
 def test_mixed_folder_classifies_every_readable_image(mixed_run):
     result, out = mixed_run
     for name in READABLE:
@@ -183,6 +189,7 @@ def test_mixed_folder_classifies_every_readable_image(mixed_run):
 
 
 @pytest.mark.slow
+@SHARES_CLI_RUNS
 def test_mixed_folder_one_line_per_unreadable_input(mixed_run):
     result, out = mixed_run
     lines = result.stderr.splitlines()
@@ -197,6 +204,7 @@ def test_mixed_folder_one_line_per_unreadable_input(mixed_run):
 
 
 @pytest.mark.slow
+@SHARES_CLI_RUNS
 def test_default_run_classifies_the_sample_photos(cli_runs):
     photos = sorted(p.name for p in (ROOT / "img").iterdir()
                     if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
