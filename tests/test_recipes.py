@@ -68,6 +68,16 @@ def test_auto_precision_is_float32_without_a_gpu(restore_policy, monkeypatch):
     assert set_precision("float32", RECIPES["fast"]) == "float32"  # an explicit choice wins
 
 
+@pytest.fixture
+def timed_at_50ms(monkeypatch):
+    """Every size trains at 50 ms a step, so the planning is checked apart from this
+    machine's speed and load (the real timing runs in test_time_to_accuracy's budget test,
+    which plans the cpu recipe end to end)."""
+    from network import budget
+
+    monkeypatch.setattr(budget, "time_steps", lambda *args, **kwargs: (0.05, 0.0))
+
+
 def tiny_run(minutes, epochs=3, rungs=()):
     from network.recipes import Run
 
@@ -78,9 +88,8 @@ def tiny_run(minutes, epochs=3, rungs=()):
     return Run(recipe, data_dir="d", model_path="m.h5", output_dir="o"), train
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("minutes, expected", [(1e-4, 1), (1e4, 3)])
-def test_time_budget_plans_whole_epochs_within_bounds(minutes, expected):
+def test_time_budget_plans_whole_epochs_within_bounds(minutes, expected, timed_at_50ms):
     """A budget too small for one epoch still trains one; a huge one stops at the
     recipe's maximum. The optimizer is set up for exactly the planned epochs, and the
     planned run keeps them (no budget left to plan again on --resume)."""
@@ -96,9 +105,9 @@ def test_time_budget_plans_whole_epochs_within_bounds(minutes, expected):
     assert schedule.decay_steps == expected * 5  # 40 images / batch 8, no warm-up
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("minutes, width", [(1e-4, 0.0625), (1e4, 0.125)])
-def test_time_budget_picks_the_largest_size_that_gets_its_epochs_in(minutes, width, capsys):
+def test_time_budget_picks_the_largest_size_that_gets_its_epochs_in(minutes, width, capsys,
+                                                                    timed_at_50ms):
     """A generous budget trains the bigger rung; a tight one the smaller, and says so."""
     import time
 

@@ -14,7 +14,7 @@ import pytest
 from helpers import ROOT, child_env, run_main
 from network.errors import LabError
 
-EPOCHS = 12
+EPOCHS = 6
 # A tiny ResNet-9 with a validation split (so the checkpoint keeps the best val_loss):
 # about 0.3 s per epoch after a compilation of some seconds, so the kill lands mid-run.
 TRAIN = ("--recipe", "fast", "--width", "0.0625", "--epochs", str(EPOCHS), "--subset", "200",
