@@ -158,8 +158,9 @@ def test_colab_upload_and_download(colab, tiny_model, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     """The quick run executes every cell in a copy of the project started from its notebooks/
-    folder, and leaves the model, the figures and the report in the folders the environment
-    names (nothing in the project's models/, reports/ or data/)."""
+    folder, recognises the photos the environment names, and leaves the model, the figures
+    and the report in the folders it names (nothing in the project's models/, reports/ or
+    data/)."""
     import nbclient
     from nbclient.exceptions import CellExecutionError
 
@@ -175,7 +176,11 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_OUTPUT_DIR", str(out / "reports"))
     monkeypatch.setenv("LAB_MODEL_PATH", str(out / "models" / "best_model.h5"))
     monkeypatch.delenv("DISPLAY", raising=False)
-    monkeypatch.delenv("LAB_PHOTOS_DIR", raising=False)
+    photos = tmp_path / "my photos"  # two of img/'s: each costs a heat map and a chart
+    photos.mkdir()
+    for name in ("cup_coffee.jpg", "man_camera.png"):
+        shutil.copy2(ROOT / "img" / name, photos)
+    monkeypatch.setenv("LAB_PHOTOS_DIR", str(photos))
 
     notebook = read_notebook(project / "notebooks" / "lab.ipynb")
     client = nbclient.NotebookClient(
@@ -208,6 +213,8 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert "Recipe: " in text
     assert "Report written to" in text
     images = sum("image/png" in output.get("data", {}) for output in outputs)
-    photos = pd.read_csv(out / "reports" / "predictions" / "predictions.csv")["file"].nunique()
+    recognised = pd.read_csv(out / "reports" / "predictions" / "predictions.csv")["file"]
+    assert sorted(Path(file).name for file in recognised.unique()) == sorted(
+        p.name for p in photos.iterdir())  # the photos LAB_PHOTOS_DIR names
     # samples, curves, confusion matrix, 16 test images + mistakes, one chart per photo
-    assert photos and images == 1 + 1 + 1 + 2 + photos
+    assert images == 1 + 1 + 1 + 2 + 2
