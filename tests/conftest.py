@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from helpers import (  # noqa: F401  (re-exported for the test modules)
     run_cli,
     run_main,
     run_steps,
+    sample_photos,
     script_step,
 )
 
@@ -51,6 +51,13 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.xdist_group("backends"))
 
 
+def session_folder(tmp_path_factory):
+    """The test session's folder, the same for all its pytest-xdist workers (each worker's
+    own base folder lies inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if "PYTEST_XDIST_WORKER" in os.environ else base
+
+
 def computed_once(tmp_path_factory, name, make):
     """``make()``, computed once per test session, also when pytest-xdist runs the tests in
     several processes: the first worker to ask makes it (the others wait on a lock) and
@@ -59,7 +66,7 @@ def computed_once(tmp_path_factory, name, make):
         return make()
     from filelock import FileLock
 
-    saved = tmp_path_factory.getbasetemp().parent / f"{name}.pickle"
+    saved = session_folder(tmp_path_factory) / f"{name}.pickle"
     with FileLock(f"{saved}.lock"):
         if saved.is_file():
             return pickle.loads(saved.read_bytes())
@@ -72,8 +79,7 @@ def computed_once(tmp_path_factory, name, make):
 def array_cache(tmp_path_factory):
     """Decoded data sets are cached in a folder of the test session (shared by its
     workers), never in ~/.cache; child processes inherit the variable."""
-    base = tmp_path_factory.getbasetemp()
-    folder = (base.parent if "PYTEST_XDIST_WORKER" in os.environ else base) / "array-cache"
+    folder = session_folder(tmp_path_factory) / "array-cache"
     folder.mkdir(exist_ok=True)
     previous = os.environ.get("CIFAR100_CACHE_DIR")
     os.environ["CIFAR100_CACHE_DIR"] = str(folder)
@@ -212,10 +218,7 @@ def backend_checks(tmp_path_factory, fake_data, backend_training):
     """
     folder = tmp_path_factory.mktemp("backend-checks")
     np.save(folder / "x.npy", PREDICT_IMAGES)
-    photos = folder / "photos"
-    photos.mkdir()
-    for name in CHECKED_PHOTOS:
-        shutil.copy2(ROOT / "img" / name, photos)
+    photos = sample_photos(folder / "photos", *CHECKED_PHOTOS)
     paths = [str(run["model_path"]) for run in backend_training.values()]
     checks = {}
     for backend in BACKENDS:

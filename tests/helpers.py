@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,15 @@ def run_cli(script, *args, env=None, cwd=ROOT, timeout=600, file_mode=False):
     return subprocess.run([sys.executable, *target, *map(str, args)], cwd=cwd,
                           env=child_env(env), capture_output=True, text=True, timeout=timeout)
 
+
+
+def sample_photos(folder, *names):
+    """A new ``folder`` holding copies of these photos of img/ (a run over all seven costs
+    a heat map and a chart each)."""
+    folder.mkdir()
+    for name in names:
+        shutil.copy2(ROOT / "img" / name, folder)
+    return folder
 
 # --- Several runs in one process ----------------------------------------------------------
 

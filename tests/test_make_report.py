@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, sample_photos
 from network import PROJECT_ROOT, make_report, reporting
 from network.errors import LabError
 
@@ -335,10 +335,7 @@ def test_img_recognised_when_test_model_never_ran(report, trained, fake_data, tm
     from network.test_model import collect_images
 
     assert make_report.DEFAULT_IMAGES == PROJECT_ROOT / "img"
-    photos = tmp_path / "img"
-    photos.mkdir()
-    for name in ("raccoon.jpg", "rocket.jpg"):
-        shutil.copy2(PROJECT_ROOT / "img" / name, photos)
+    photos = sample_photos(tmp_path / "img", "raccoon.jpg", "rocket.jpg")
     monkeypatch.setattr(make_report, "DEFAULT_IMAGES", photos)
     out = report_copy(report, tmp_path)
     shutil.rmtree(out / "predictions")

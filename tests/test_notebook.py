@@ -14,7 +14,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from conftest import REAL_DATA, ROOT
+from conftest import REAL_DATA, ROOT, sample_photos
 from fake_cifar import write_fake_cifar
 
 NOTEBOOK = ROOT / "notebooks" / "lab.ipynb"
@@ -176,10 +176,7 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_OUTPUT_DIR", str(out / "reports"))
     monkeypatch.setenv("LAB_MODEL_PATH", str(out / "models" / "best_model.h5"))
     monkeypatch.delenv("DISPLAY", raising=False)
-    photos = tmp_path / "my photos"  # two of img/'s: each costs a heat map and a chart
-    photos.mkdir()
-    for name in ("cup_coffee.jpg", "man_camera.png"):
-        shutil.copy2(ROOT / "img" / name, photos)
+    photos = sample_photos(tmp_path / "my photos", "cup_coffee.jpg", "man_camera.png")
     monkeypatch.setenv("LAB_PHOTOS_DIR", str(photos))
 
     notebook = read_notebook(project / "notebooks" / "lab.ipynb")
