@@ -31,7 +31,7 @@ def test_t_lab_is_one_lab_epoch_of_40000_images_at_the_timed_speed(monkeypatch):
 def test_a_budget_of_lab_epochs_trains_the_cpu_recipe_and_writes_its_curve(
         fake_data, tmp_path, monkeypatch):
     monkeypatch.setattr(time_to_accuracy, "lab_epoch_seconds",
-                        lambda: {"seconds": 40.0, "images_per_s": 1000.0, "timed_steps": 1,
+                        lambda: {"seconds": 6.0, "images_per_s": 1000.0, "timed_steps": 1,
                                  "compile_s": 1.0})
     out = tmp_path / "results"
     code = time_to_accuracy.main([
@@ -41,8 +41,8 @@ def test_a_budget_of_lab_epochs_trains_the_cpu_recipe_and_writes_its_curve(
     assert code == 0
     stem = "cpu-seed3-0.5lab"
     result = json.loads((out / f"{stem}.json").read_text())
-    assert result["lab_epoch"]["seconds"] == 40.0 and result["budget_lab_epochs"] == 0.5
-    assert "--minutes 0.333" in result["command"]  # 0.5 x 40 s
+    assert result["lab_epoch"]["seconds"] == 6.0 and result["budget_lab_epochs"] == 0.5
+    assert "--minutes 0.050 " in result["command"]  # 0.5 x 6 s
     assert result["settings"]["minutes"] is None  # planned: epochs and size fixed
     assert result["settings"]["planned_epoch_s"] > 0 and result["settings"]["seed"] == 3
     assert isinstance(result["machine"]["cpu_flags"], list)
