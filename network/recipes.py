@@ -4,10 +4,11 @@ A :class:`Recipe` is everything that distinguishes one way of training from
 another; a :class:`Run` is one recipe plus how this run uses it (data, seed,
 files). Both are frozen: the command line builds a ``Run`` once, the time
 budget replaces it with the planned one, and the same object is saved for
-``--resume`` (``run.json``) and in ``train_summary.json``. The command-line
-options that override a recipe are declared once, on the ``Recipe`` fields
-below (``help`` in their metadata). This module imports no Keras, so
-``--help`` and option errors are answered at once.
+``--resume`` (``run.json``, see :func:`start_or_resume`) and in
+``train_summary.json``. The command-line options that override a recipe are
+declared once, on the ``Recipe`` fields below (``help`` in their metadata).
+This module imports no Keras, so ``--help``, option errors and a run that
+cannot be resumed are answered at once.
 
 Usage:
 
@@ -16,7 +17,12 @@ Usage:
 """
 
 import dataclasses
+import json
+import shutil
 from dataclasses import dataclass, field
+
+from network.errors import LabError
+from network.files import write_json_atomic
 
 
 def option(help_text, default=dataclasses.MISSING, kind="positive"):
@@ -173,3 +179,46 @@ class Run:
         recipe_changes = changes.pop("recipe", {})
         return dataclasses.replace(
             self, recipe=dataclasses.replace(self.recipe, **recipe_changes), **changes)
+
+
+# --- A run kept for --resume ------------------------------------------------------------
+
+RUN_FILE = "run.json"          # the run's settings (a ``Run``), kept for --resume
+STATE_FILE = "state.json"      # the last finished epoch (see ``StateWriter``)
+
+
+def start_or_resume(run, resume_dir, resume=False, restart=False):
+    """Decide between a fresh run and a resumed one; return (run, state).
+
+    A run is resumable once it has finished an epoch (``state.json`` exists).
+    A resumed run keeps its saved ``Run`` (``state`` says where it stopped); a
+    fresh one gets an empty state, and :func:`save_run` keeps it once it is
+    planned and built (a run that fails before that leaves no backup behind, and
+    discards no earlier one).
+    """
+    run_file, state_file = resume_dir / RUN_FILE, resume_dir / STATE_FILE
+    interrupted = run_file.is_file() and state_file.is_file()
+    if resume:
+        if not interrupted:
+            raise LabError(f"no interrupted run to resume in {resume_dir} "
+                           "(no finished epoch was saved there)")
+        try:
+            saved = Run.from_dict(json.loads(run_file.read_text()), defaults=run)
+            state = json.loads(state_file.read_text())
+            int(state["epoch"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise LabError(f"the interrupted run in {resume_dir} is damaged: pass --restart "
+                           "to discard it and start afresh") from None
+        return saved, state
+    if interrupted and not restart:
+        raise LabError(f"an interrupted run was found in {resume_dir}: pass --resume to "
+                       "continue it, or --restart to discard it")
+    return run, {}
+
+
+def save_run(run, resume_dir):
+    """Keep a fresh ``run`` (a ``Run``) for --resume, atomically, in place of any earlier
+    run's backup."""
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    resume_dir.mkdir(parents=True)
+    write_json_atomic(resume_dir / RUN_FILE, run.as_dict())

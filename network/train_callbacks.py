@@ -16,8 +16,9 @@ Why not Keras's own ``BackupAndRestore`` and ``ModelCheckpoint``? The first
 writes its backup in place, so a kill during the write leaves nothing usable,
 and neither keeps early stopping's counters or the best score across a
 restart; ``ModelCheckpoint`` also overwrites the best model in place. The
-resume logic lives here: ``start_or_resume`` decides between a fresh and a
-resumed run, ``StateWriter`` backs up, ``restore_backup`` restores.
+resume logic: ``recipes.start_or_resume`` decides between a fresh and a resumed
+run (it needs no Keras, so it runs before the slow import), ``StateWriter``
+backs up, ``restore_backup`` restores.
 
 None of these callbacks has a per-batch hook. Keras runs a training loop
 asynchronously only while every callback's batch hooks are marked
@@ -25,9 +26,7 @@ asynchronously only while every callback's batch hooks are marked
 for each step's results on the host, a device sync per batch.
 """
 
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import numpy as np
 
 from network.errors import LabError
 from network.files import atomic_path, write_json_atomic
-from network.recipes import Run
+from network.recipes import STATE_FILE
 
 
 def atomic_save(model, path):
@@ -225,47 +224,6 @@ class RunLengthNote(EpochTimer):
             span = f"{left / 3600:.1f} h" if left >= 3600 else f"{math.ceil(left / 60)} min"
             print(f"\nOn this CPU an epoch takes {self.last:.0f} s: up to {span} for the "
                   "remaining epochs (Ctrl-C stops; --resume continues later).")
-
-
-# --- Starting afresh or resuming --------------------------------------------------------
-
-RUN_FILE = "run.json"          # the run's settings (a ``Run``), kept for --resume
-STATE_FILE = "state.json"      # the last finished epoch (see ``StateWriter``)
-
-
-def start_or_resume(run, resume_dir, resume=False, restart=False):
-    """Decide between a fresh run and a resumed one; return (run, state).
-
-    A run is resumable once it has finished an epoch (``state.json`` exists).
-    A resumed run keeps its saved ``Run`` (``state`` says where it stopped); a
-    fresh one saves ``run`` and gets an empty state.
-    """
-    run_file, state_file = resume_dir / RUN_FILE, resume_dir / STATE_FILE
-    interrupted = run_file.is_file() and state_file.is_file()
-    if resume:
-        if not interrupted:
-            raise LabError(f"no interrupted run to resume in {resume_dir} "
-                           "(no finished epoch was saved there)")
-        try:
-            saved = Run.from_dict(json.loads(run_file.read_text()), defaults=run)
-            state = json.loads(state_file.read_text())
-            int(state["epoch"])
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise LabError(f"the interrupted run in {resume_dir} is damaged: pass --restart "
-                           "to discard it and start afresh") from None
-        return saved, state
-    if interrupted and not restart:
-        raise LabError(f"an interrupted run was found in {resume_dir}: pass --resume to "
-                       "continue it, or --restart to discard it")
-    shutil.rmtree(resume_dir, ignore_errors=True)
-    resume_dir.mkdir(parents=True)
-    save_run(run, resume_dir)
-    return run, {}
-
-
-def save_run(run, resume_dir):
-    """Keep ``run`` (a ``Run``) for --resume, atomically."""
-    write_json_atomic(resume_dir / RUN_FILE, run.as_dict())
 
 
 # --- The callbacks of a training run -----------------------------------------------------

@@ -40,7 +40,7 @@ from network.console_log import logged
 from network.data_utils import NUM_CLASSES, load_cifar100, one_hot
 from network.distribute import even_split_for
 from network.errors import LabError
-from network.recipes import Run
+from network.recipes import STATE_FILE, Run, save_run, start_or_resume
 
 RESUME_DIR = "resume"          # inside --output-dir while a run is unfinished
 TRAIN_SIZE = 50_000
@@ -98,19 +98,25 @@ def split_train_val(x, y, val_split, seed):
     return (x[train], y[train]), (x[val], y[val])
 
 
-def load_splits(run):
-    """The data set, and the training and hold-out images (uint8) with labels."""
+def load_data(run):
+    """The data set, checked before the slow Keras import: a missing or damaged file, or
+    a --subset too large, is answered at once."""
     data = load_cifar100(run.data_dir, allow_md5_mismatch=run.allow_md5_mismatch)
     if run.subset is not None and run.subset > len(data.x_train):
         raise LabError(f"--subset {run.subset} is larger than the {len(data.x_train)} "
                        "training images")
+    return data
+
+
+def split_data(run, data):
+    """The training and hold-out images (uint8) with labels."""
     x_all, y_all = data.x_train[:run.subset], data.y_train[:run.subset]
     train, val = split_train_val(x_all, y_all, run.recipe.val_split, run.seed)
     if len(train[0]) == 0:
         raise LabError("no training images left after the validation split")
     print(f"Training on {len(train[0])} images, validating on {len(val[0])} "
           f"(test set of {len(data.x_test)} kept apart)")
-    return data, train, val
+    return train, val
 
 
 # --- Model ------------------------------------------------------------------------------
@@ -146,7 +152,6 @@ def build_model_for(run, train, scope, budget_started):
 def fit(model, run, train, val, callbacks, initial_epoch, resume_dir):
     """``model.fit`` on the prepared images."""
     from network.model_utils import model_images
-    from network.train_callbacks import STATE_FILE
 
     val_data = (model_images(model, val[0]), one_hot(val[1], NUM_CLASSES)) if len(val[0]) else None
     try:
@@ -187,13 +192,13 @@ def run_training(run, state, train, val, scope, callbacks=()):
     Returns (run as trained, model, checkpoint, initial epoch, training seconds, seconds
     before ``fit``: planning and building).
     """
-    from network.train_callbacks import make_callbacks, restore_backup, save_run
+    from network.train_callbacks import make_callbacks, restore_backup
 
     resume_dir = Path(run.output_dir) / RESUME_DIR
     started = time.perf_counter()
     run, model = build_model_for(run, train, scope, started)
-    if run.planned_epoch_s is not None and not state:
-        save_run(run, resume_dir)  # planned: a resumed run keeps this size and these epochs
+    if not state:  # a fresh run, as planned: a resumed run keeps this size and these epochs
+        save_run(run, resume_dir)
     before_fit = time.perf_counter() - started
     own, checkpoint = make_callbacks(run, state, resume_dir, has_val=len(val[0]) > 0)
     history_path = Path(run.output_dir) / "history.csv"
@@ -252,10 +257,9 @@ def main(argv=None, extra_callbacks=()):
     runtime.setup_backend_env()
     args = parse_args(argv)
     show = cli.setup_matplotlib(args.show)
-    from network.train_callbacks import start_or_resume
-
     run, state = start_or_resume(Run.from_args(args), args.output_dir / RESUME_DIR,
                                  args.resume, args.restart)
+    data = load_data(run)  # mistakes in the data are answered before the slow import
     import keras
 
     from network.calibration import calibration_path
@@ -267,7 +271,7 @@ def main(argv=None, extra_callbacks=()):
     runtime.announce(precision, training=True)  # the first line, as in every script
     resume_note(args, run, state)
     note = cpu_advice(run)
-    data, train, val = load_splits(run)
+    train, val = split_data(run, data)
     keras.utils.set_random_seed(run.seed)
     scope, replicas = distribution(run)
     if replicas > 1:

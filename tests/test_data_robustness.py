@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, run_cli
+from conftest import assert_clean_error, run_cli, run_steps, script_step
 from fake_cifar import COARSE_NAMES, FINE_NAMES, write_fake_cifar
 from network import data_utils
 from network.data_utils import get_raw_data_set, load_cifar100
@@ -229,6 +229,16 @@ def test_cli_missing_folder_offline(tmp_path):
     line = error_line(result, "train_model")
     assert str(folder) in line and "'meta', 'train' and 'test'" in line
     assert not (tmp_path / "no").exists()
+    assert not (tmp_path / "out" / "resume").exists()  # no backup of a run never started
+
+
+def test_cli_data_mistake_answered_before_the_keras_import(tmp_path, fake_data):
+    train = script_step("train_model", "--data-dir", fake_data, "--output-dir",
+                        tmp_path / "out", "--model-path", tmp_path / "models" / "m.h5")
+    result = run_steps([train])[0]
+    assert_clean_error(result, "MD5")
+    assert result.backends == set()  # neither Keras nor a backend was imported
+    assert not (tmp_path / "out" / "resume").exists()
 
 
 @pytest.mark.slow

@@ -257,8 +257,7 @@ def test_resume_without_an_interrupted_run(tmp_path, capsys):
 
 
 def test_resume_keeps_the_runs_settings_and_says_which_options_it_ignores(tmp_path, capsys):
-    from network.recipes import Run
-    from network.train_callbacks import start_or_resume
+    from network.recipes import Run, start_or_resume
     from network.train_model import parse_args, resume_note
 
     resume = tmp_path / "reports" / "resume"
@@ -273,3 +272,18 @@ def test_resume_keeps_the_runs_settings_and_says_which_options_it_ignores(tmp_pa
     out = capsys.readouterr().out
     assert "Resuming the interrupted run after epoch 3" in out
     assert "--epochs, --batch-size ignored" in out
+
+
+def test_restart_that_fails_on_its_data_keeps_the_interrupted_run(tmp_path, fake_data, capsys):
+    """--restart discards the interrupted run only once the new one starts training."""
+    from network.train_model import main
+
+    resume = tmp_path / "reports" / "resume"
+    resume.mkdir(parents=True)
+    (resume / "run.json").write_text('{"recipe": "lab"}')
+    (resume / "state.json").write_text('{"epoch": 3}')
+    code, _, err = run_main(main, ["--restart", "--data-dir", fake_data, "--output-dir",
+                                   tmp_path / "reports", "--model-path",
+                                   tmp_path / "m" / "best_model.h5"], capsys)
+    assert code == 1 and "MD5" in err  # the synthetic files are not the official ones
+    assert sorted(p.name for p in resume.iterdir()) == ["run.json", "state.json"]
