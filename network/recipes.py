@@ -184,7 +184,7 @@ class Run:
 # --- A run kept for --resume ------------------------------------------------------------
 
 RUN_FILE = "run.json"          # the run's settings (a ``Run``), kept for --resume
-STATE_FILE = "state.json"      # the last finished epoch (see ``StateWriter``)
+STATE_FILE = "state.json"      # the last finished epoch (see ``train_callbacks.StateWriter``)
 
 
 def start_or_resume(run, resume_dir, resume=False, restart=False):
