@@ -3,8 +3,8 @@
 import platform
 from pathlib import Path
 
-from network.errors import LabError
-from network.files import write_json_atomic
+from network.core.errors import LabError
+from network.core.files import write_json_atomic
 
 
 def cpu_model():

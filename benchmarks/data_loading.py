@@ -37,9 +37,9 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/data_loading.p
 import numpy as np
 
 from benchmarks.common import cpu_model, fmt, print_table, require_data_files, write_json
-from network import cli, runtime
+from network.core import cli, runtime
+from network.core.errors import LabError
 from network.data_utils import NUM_CLASSES
-from network.errors import LabError
 
 CHILD_PATHS = ("ours-first", "ours", "lab")  # in this order: the first load fills the cache
 

@@ -23,9 +23,9 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/flops.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, write_json
-from network import cli, runtime
+from network.core import cli, runtime
 from network.data_utils import NUM_CLASSES
-from network.recipes import RECIPES, recipe_with
+from network.training.recipes import RECIPES, recipe_with
 
 TRAIN_FLOPS_FACTOR = 3  # backward pass ~ 2x forward: training ~ 3x forward FLOPs
 
@@ -91,7 +91,7 @@ def reference_gflops(num_class=NUM_CLASSES):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="flops", description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="fast",
-                        help="the recipe whose network is counted (network/recipes.py; "
+                        help="the recipe whose network is counted (network/training/recipes.py; "
                              "default: fast)")
     parser.add_argument("--width", type=cli.positive_float,
                         help="ResNet-9 recipes: channel width multiplier (default: the recipe's)")

@@ -39,9 +39,9 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/time_to_accura
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cpu_flags, cpu_model
-from network import cli, runtime
-from network.files import write_json_atomic, write_text_atomic
-from network.recipes import RECIPES
+from network.core import cli, runtime
+from network.core.files import write_json_atomic, write_text_atomic
+from network.training.recipes import RECIPES
 
 LAB_EPOCH_IMAGES = 40_000  # the lab recipe trains on 80 % of the 50,000 training images
 LAB_TIMED_STEPS = 10       # steady steps of the lab's CNN timed for T_lab
@@ -73,8 +73,8 @@ def test_curve_callback(data, rows):
     spent before it (planning a time budget)."""
     import keras
 
+    from network.analysis.metrics import evaluate_probabilities, predict
     from network.model_utils import model_images
-    from network.reporting import evaluate_probabilities, predict
 
     class TestCurve(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -104,8 +104,8 @@ def lab_epoch_seconds(steps=LAB_TIMED_STEPS):
     import keras
     import numpy as np
 
-    from network.budget import time_steps
     from network.model_utils import build_for_recipe, compile_for_recipe, model_images
+    from network.training.budget import time_steps
 
     lab = RECIPES["lab"]
     keras.mixed_precision.set_global_policy("float32")
@@ -129,7 +129,7 @@ def plot_curve(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from network.files import save_figure
+    from network.core.files import save_figure
 
     minutes = [row["train_s"] / 60 for row in result["epochs"]]
     fig, ax = plt.subplots(figsize=(6.4, 4))

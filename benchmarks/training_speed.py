@@ -34,10 +34,10 @@ import numpy as np
 
 from benchmarks.common import cpu_model, fmt, print_table, require_data_files, write_json
 from benchmarks.flops import TRAIN_FLOPS_FACTOR, count_flops, reference_gflops
-from network import cli, runtime
+from network.core import cli, runtime
+from network.core.errors import LabError
 from network.data_utils import NUM_CLASSES
-from network.errors import LabError
-from network.recipes import RECIPES, recipe_with
+from network.training.recipes import RECIPES, add_recipe_arguments, recipe_overrides, recipe_with
 
 SYNTHETIC_HINT = ", or use --synthetic N for a training smoke run"  # ends a missing-data error
 
@@ -57,7 +57,7 @@ def accuracy_target(text):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="training_speed", description=__doc__.split("\n\n")[0])
     # --recipe and its overrides as train_model has them (a fixed schedule of --epochs here)
-    cli.add_recipe_arguments(parser, default="fast", exclude=("val_split", "minutes"))
+    add_recipe_arguments(parser, default="fast", exclude=("val_split", "minutes"))
     parser.add_argument("--precision", default="auto",
                         choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
                         help="auto (the default): mixed_bfloat16 for the fast recipe on a GPU, "
@@ -195,7 +195,7 @@ def train_benchmark(args):
     import keras
 
     cli.quiet_keras_warnings()
-    recipe = recipe_with(args.recipe, **cli.recipe_overrides(args))
+    recipe = recipe_with(args.recipe, **recipe_overrides(args))
     model, precision, (x_train, y_train, x_test, y_test) = build_and_load(args, recipe)
     forward_flops = count_flops(model)
     print(f"Benchmark: recipe {recipe.name}, backend {keras.backend.backend()}, "

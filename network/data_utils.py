@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from network.errors import LabError
-from network.files import atomic_path, write_json_atomic
+from network.core.errors import LabError
+from network.core.files import atomic_path, write_json_atomic
 
 NUM_CLASSES = 100
 NUM_SUPERCLASSES = 20

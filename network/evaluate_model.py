@@ -34,11 +34,11 @@ if __package__ in (None, ""):  # run as a file: python network/evaluate_model.py
 
 import numpy as np
 
-from network import cli, runtime
-from network.console_log import logged
+from network.core import cli, runtime
+from network.core.console_log import logged
+from network.core.errors import LabError
+from network.core.files import write_json_atomic, write_text_atomic
 from network.data_utils import load_cifar100
-from network.errors import LabError
-from network.files import write_json_atomic, write_text_atomic
 
 NUM_SAMPLES = 16
 
@@ -119,7 +119,7 @@ def calibrate(probs, labels, args, out, show):
     scored with a temperature cross-fitted on the test images instead: each
     half calibrated with the other half's fit, so no image judges its own fit.
     """
-    from network.calibration import (
+    from network.analysis.calibration import (
         apply_temperature,
         calibration_path,
         calibration_summary,
@@ -146,8 +146,8 @@ def calibrate(probs, labels, args, out, show):
 
 def score(model, images, labels, coarse, fine_to_coarse, args):
     """Class probabilities of the images and the metrics (with --tta, flip-averaged too)."""
+    from network.analysis.metrics import evaluate_probabilities, predict
     from network.model_utils import model_images
-    from network.reporting import evaluate_probabilities, predict
 
     x = model_images(model, images)  # uint8 for ResNet-9, scaled floats for the lab CNN
     probs = predict(model, x, args.batch_size)
@@ -179,7 +179,7 @@ def save_figures(images, labels, predicted, data, args, show):
     """The confusion matrix and the random test images."""
     from sklearn.metrics import confusion_matrix
 
-    from network.reporting import plot_confusion_matrix, plot_test_samples
+    from network.analysis.metrics import plot_confusion_matrix, plot_test_samples
 
     names, out = data.fine_names, args.output_dir
     cm = confusion_matrix(labels, predicted, labels=np.arange(len(names)))
@@ -203,7 +203,11 @@ def main(argv=None):
     show = cli.setup_matplotlib(args.show)
     runtime.start()
 
-    from network.explain import confident_mistakes, mistakes_summary, plot_confident_mistakes
+    from network.analysis.explain import (
+        confident_mistakes,
+        mistakes_summary,
+        plot_confident_mistakes,
+    )
     from network.model_utils import load_model
 
     model = load_model(args.model_path)

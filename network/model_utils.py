@@ -17,10 +17,10 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from network import runtime
+from network.core import runtime
+from network.core.errors import LabError
+from network.core.files import write_json_atomic
 from network.data_utils import scale_images
-from network.errors import LabError
-from network.files import write_json_atomic
 
 # Per-channel statistics of the CIFAR-100 training images (for the fast recipe).
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -152,7 +152,7 @@ def build_resnet9(input_shape=(32, 32, 3), num_class=100, width=1.0, padding=4, 
 
 # --- Training recipes ----------------------------------------------------------------
 
-# The networks a recipe can name (network/recipes.py holds the recipes themselves).
+# The networks a recipe can name (network/training/recipes.py holds the recipes themselves).
 NETWORKS = {
     "lab_cnn": lambda recipe, num_class, seed, summary: build_model(
         (32, 32, 3), num_class, summary=summary),

@@ -39,11 +39,12 @@ if __package__ in (None, ""):  # run as a file: python network/test_model.py
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from network import PROJECT_ROOT, cli, runtime
-from network.console_log import logged
+from network import PROJECT_ROOT
+from network.core import cli, runtime
+from network.core.console_log import logged
+from network.core.errors import LabError
+from network.core.files import write_text_atomic
 from network.data_utils import NUM_CLASSES
-from network.errors import LabError
-from network.files import write_text_atomic
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
                     ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -252,7 +253,7 @@ def read_inputs(files, problems):
 
 def report_top5(model, names, readable, charts, previews, inputs, probs, args, show):
     """Print each image's top 5 on one line and draw its chart; return predictions.csv's rows."""
-    from network.explain import occlusion_map, plot_explained_top5
+    from network.analysis.explain import occlusion_map, plot_explained_top5
 
     labels = [cli.display_path(p) for p in readable]
     width = max(len(label) for label in labels) + 1
@@ -290,7 +291,7 @@ def main(argv=None):
 
     import pandas as pd
 
-    from network.calibration import apply_temperature, load_temperature
+    from network.analysis.calibration import apply_temperature, load_temperature
     from network.model_utils import load_class_names, load_model, model_images
 
     model = load_model(args.model_path, num_class=NUM_CLASSES)

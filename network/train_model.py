@@ -5,7 +5,7 @@ up to 100 epochs with early stopping (patience 10) on a 20 % validation split
 held out from the training images. ``--recipe cpu`` trains a ResNet-9 sized
 to the machine for a time budget (15 minutes unless ``--minutes`` says
 otherwise: a fast CPU gets a bigger network); ``--recipe fast`` a
-double-width one for a GPU. All recipes are in ``network/recipes.py``; the
+double-width one for a GPU. All recipes are in ``network/training/recipes.py``; the
 README's results table says what each reaches on which machine.
 
 Saves the best model to ``models/best_model.h5`` (class names beside it in
@@ -35,12 +35,19 @@ if __package__ in (None, ""):  # run as a file: python network/train_model.py
 
 import numpy as np
 
-from network import cli, runtime
-from network.console_log import logged
+from network.core import cli, runtime
+from network.core.console_log import logged
+from network.core.errors import LabError
 from network.data_utils import NUM_CLASSES, load_cifar100, one_hot
-from network.distribute import even_split_for
-from network.errors import LabError
-from network.recipes import STATE_FILE, Run, save_run, start_or_resume
+from network.training.distribute import even_split_for
+from network.training.recipes import (
+    STATE_FILE,
+    Run,
+    add_recipe_arguments,
+    recipe_overrides,
+    save_run,
+    start_or_resume,
+)
 
 RESUME_DIR = "resume"          # inside --output-dir while a run is unfinished
 TRAIN_SIZE = 50_000
@@ -49,7 +56,7 @@ TRAIN_SIZE = 50_000
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="train_model", description=__doc__.split("\n\n")[0])
-    cli.add_recipe_arguments(parser)
+    add_recipe_arguments(parser)
     parser.add_argument("--subset", type=cli.positive_int,
                         help="train on only the first N training images (quick runs)")
     parser.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16",
@@ -82,7 +89,7 @@ def resume_note(args, run, state):
         return
     print(f"Resuming the interrupted run after epoch {state['epoch']} with its original "
           f"settings (recipe {run.recipe.name})")
-    ignored = [f"--{n.replace('_', '-')}" for n in [*cli.recipe_overrides(args), "subset"]
+    ignored = [f"--{n.replace('_', '-')}" for n in [*recipe_overrides(args), "subset"]
                if getattr(args, n) is not None]
     if ignored:
         print(f"Note: {', '.join(ignored)} ignored: a resumed run keeps its settings")
@@ -123,7 +130,7 @@ def split_data(run, data):
 
 def distribution(run):
     """(scope, replicas): the distribution scope to build in, and its device count."""
-    from network.distribute import setup_distribution
+    from network.training.distribute import setup_distribution
 
     if not run.distribute:
         return contextlib.nullcontext(), 1
@@ -134,8 +141,8 @@ def distribution(run):
 
 def build_model_for(run, train, scope, budget_started):
     """The run (planned, when it has a time budget) and its compiled network."""
-    from network.budget import plan_run
     from network.model_utils import build_for_recipe, compile_for_recipe
+    from network.training.budget import plan_run
 
     if run.recipe.minutes:
         run, model = plan_run(run, train, scope, budget_started, seed=run.seed)
@@ -171,7 +178,7 @@ def cpu_advice(run):
     """Without a GPU: say so, with advice that fits the recipe. Returns a callback that
     tells, once the first epoch is done, how long the rest takes here; None with a GPU
     or when a time budget planned the epochs."""
-    from network.train_callbacks import RunLengthNote
+    from network.training.callbacks import RunLengthNote
 
     budgeted = bool(run.recipe.minutes) or run.planned_epoch_s is not None
     note = ("the recipe trains for its time budget (--minutes)" if budgeted else
@@ -192,7 +199,7 @@ def run_training(run, state, train, val, scope, callbacks=()):
     Returns (run as trained, model, checkpoint, initial epoch, training seconds, seconds
     before ``fit``: planning and building).
     """
-    from network.train_callbacks import make_callbacks, restore_backup
+    from network.training.callbacks import make_callbacks, restore_backup
 
     resume_dir = Path(run.output_dir) / RESUME_DIR
     started = time.perf_counter()
@@ -214,11 +221,11 @@ def summarise(model, run, checkpoint, data, val, show):
     The saved model (with early stopping: the best epoch's) is the one calibrated
     and scored. The test set played no part in training.
     """
-    from network.calibration import calibrate
-    from network.distribute import devices_in_use
+    from network.analysis.calibration import calibrate
+    from network.analysis.metrics import evaluate_probabilities, load_history, plot_history, predict
     from network.model_utils import hardware_info, load_model, model_images
-    from network.reporting import evaluate_probabilities, load_history, plot_history, predict
-    from network.train_callbacks import check_finite
+    from network.training.callbacks import check_finite
+    from network.training.distribute import devices_in_use
 
     output_dir = Path(run.output_dir)
     history = load_history(output_dir / "history.csv")
@@ -262,8 +269,8 @@ def main(argv=None, extra_callbacks=()):
     data = load_data(run)  # mistakes in the data are answered before the slow import
     import keras
 
-    from network.calibration import calibration_path
-    from network.files import write_json_atomic
+    from network.analysis.calibration import calibration_path
+    from network.core.files import write_json_atomic
     from network.model_utils import save_class_names, set_precision
 
     cli.quiet_keras_warnings()

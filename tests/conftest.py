@@ -166,7 +166,7 @@ QUADRANT_MODEL = """
 import json, sys
 import numpy as np
 import keras
-from network.explain import occlusion_map
+from network.analysis.explain import occlusion_map
 
 inputs = keras.Input((32, 32, 3))
 x = keras.layers.Cropping2D(((0, 16), (16, 0)))(inputs)

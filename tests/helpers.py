@@ -174,7 +174,7 @@ def run_steps(steps, env=None, cwd=ROOT, timeout=600):
 def run_main(main, argv, capsys):
     """Run a script's main in this process as its command line does (``cli.run_main``);
     return (exit code, stdout, stderr)."""
-    from network import cli
+    from network.core import cli
 
     with pytest.raises(SystemExit) as exit_info:
         cli.run_main(main, [str(a) for a in argv])
@@ -186,7 +186,7 @@ def call_main(main, argv):
     """Like :func:`run_main` where no ``capsys`` is at hand (a fixture of wider scope):
     Python's stdout and stderr are caught while it runs. Returns (exit code, stdout,
     stderr)."""
-    from network import cli
+    from network.core import cli
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from network.calibration import (
+from network.analysis.calibration import (
     apply_temperature,
     bin_statistics,
     calibrate,
@@ -20,7 +20,7 @@ from network.calibration import (
     save_temperature,
     temperature_fit,
 )
-from network.errors import LabError
+from network.core.errors import LabError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

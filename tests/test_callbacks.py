@@ -10,7 +10,7 @@ public), on every backend alike.
 import keras
 import pytest
 
-from network.recipes import RECIPES
+from network.training.recipes import RECIPES
 
 # Every per-batch hook of keras.callbacks.Callback (Keras itself looks at the *_end ones).
 BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
@@ -53,10 +53,10 @@ def test_the_check_on_keras_own_callbacks():
 def test_no_callback_of_train_model_works_per_batch(recipe, has_val, tmp_path, monkeypatch):
     """make_callbacks' callbacks, and the note cpu_advice adds on a machine without a GPU
     (a stand-in hint makes it appear whatever this machine has)."""
-    from network import runtime
-    from network.recipes import Run
-    from network.train_callbacks import make_callbacks
+    from network.core import runtime
     from network.train_model import cpu_advice, parse_args
+    from network.training.callbacks import make_callbacks
+    from network.training.recipes import Run
 
     args = parse_args(["--recipe", recipe, "--epochs", "3", "--output-dir",
                        str(tmp_path / "out"), "--model-path",

@@ -1,14 +1,14 @@
-"""network.console_log: a script's console output saved as the terminal finally shows it."""
+"""network.core.console_log: a script's console output saved as the terminal finally shows it."""
 
 import io
 import sys
 
 import pytest
 
-from network import console_log
-from network.console_log import TerminalText, log_path, logged
-from network.console_log import console_log as log_to
-from network.errors import LabError
+from network.core import console_log
+from network.core.console_log import TerminalText, log_path, logged
+from network.core.console_log import console_log as log_to
+from network.core.errors import LabError
 
 
 def shown(*writes):

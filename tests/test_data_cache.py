@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fake_cifar import write_fake_cifar
+from network.core.errors import LabError
 from network.data_utils import load_cifar100
-from network.errors import LabError
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 from conftest import assert_clean_error, run_cli, run_steps, script_step
 from fake_cifar import COARSE_NAMES, FINE_NAMES, write_fake_cifar
 from network import data_utils
+from network.core.errors import LabError
 from network.data_utils import get_raw_data_set, load_cifar100
-from network.errors import LabError
 
 
 @pytest.fixture

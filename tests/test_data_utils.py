@@ -11,8 +11,8 @@ import pytest
 
 from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE, make_split, write_fake_cifar
 from network import data_utils
+from network.core.errors import LabError
 from network.data_utils import get_raw_data_set, load_cifar100, preprocess_data
-from network.errors import LabError
 
 
 def dump(path, payload, protocol=2):

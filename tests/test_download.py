@@ -18,8 +18,8 @@ import pytest
 
 from fake_cifar import FINE_NAMES, write_fake_cifar
 from network import data_utils
+from network.core.errors import LabError
 from network.data_utils import ensure_dataset, load_cifar100, md5sum
-from network.errors import LabError
 
 NAMES = ("meta", "train", "test")
 

@@ -198,7 +198,7 @@ def test_recognition_of_the_sample_photos(recognised):
 def test_the_trained_model_recognises_a_photo(trained, tmp_path, capsys):
     """The lab's network (it takes images scaled to 0-1) with the class names and the
     temperature its training saved beside it."""
-    from network.calibration import apply_temperature, load_temperature
+    from network.analysis.calibration import apply_temperature, load_temperature
     from network.model_utils import load_model, model_images
     from network.test_model import main, read_image, resize_for_model
 

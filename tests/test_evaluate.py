@@ -8,7 +8,7 @@ import pytest
 
 from fake_cifar import FINE_NAMES
 from helpers import run_main
-from network.reporting import evaluate_probabilities
+from network.analysis.metrics import evaluate_probabilities
 
 # Six classes in three superclasses: {0, 1}, {2, 3}, {4, 5}.
 FINE_TO_COARSE = np.array([0, 0, 1, 1, 2, 2])
@@ -70,7 +70,7 @@ def test_pick_samples_draws_distinct_images(count):
 def test_evaluate_grid_shows_16_distinct_test_images(tiny_model, fake_data, tmp_path, capsys,
                                                      monkeypatch):
     """The images handed to the grid are 16 different test images, with their true names."""
-    from network import reporting
+    from network.analysis import metrics as analysis_metrics
     from network.data_utils import load_cifar100
     from network.evaluate_model import main
 
@@ -80,7 +80,7 @@ def test_evaluate_grid_shows_16_distinct_test_images(tiny_model, fake_data, tmp_
         drawn.update(images=images, true=true_names, pred=pred_names)
         path.write_bytes(b"")
 
-    monkeypatch.setattr(reporting, "plot_test_samples", fake_plot)
+    monkeypatch.setattr(analysis_metrics, "plot_test_samples", fake_plot)
     code, out, err = run_main(main, ["--model-path", tiny_model, "--data-dir", fake_data,
                                      "--allow-md5-mismatch", "--output-dir", tmp_path,
                                      "--no-show"], capsys)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from fake_cifar import FINE_NAMES, FINE_TO_COARSE
-from network.errors import LabError
-from network.explain import (
+from network.analysis.explain import (
     confident_mistakes,
     mistakes_sentence,
     mistakes_summary,
@@ -15,6 +14,7 @@ from network.explain import (
     plot_confident_mistakes,
     plot_explained_top5,
 )
+from network.core.errors import LabError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

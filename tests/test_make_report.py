@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_cli, sample_photos
-from network import PROJECT_ROOT, make_report, reporting
-from network.errors import LabError
+from network import PROJECT_ROOT, make_report
+from network.analysis import metrics
+from network.core.errors import LabError
+from network.report import gather, refresh
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("make_report")]  # one report
 
@@ -334,9 +336,9 @@ def test_img_recognised_when_test_model_never_ran(report, trained, fake_data, tm
     costs the lab CNN 170 forward passes for its heat map)."""
     from network.test_model import collect_images
 
-    assert make_report.DEFAULT_IMAGES == PROJECT_ROOT / "img"
+    assert refresh.DEFAULT_IMAGES == PROJECT_ROOT / "img"
     photos = sample_photos(tmp_path / "img", "raccoon.jpg", "rocket.jpg")
-    monkeypatch.setattr(make_report, "DEFAULT_IMAGES", photos)
+    monkeypatch.setattr(refresh, "DEFAULT_IMAGES", photos)
     out = report_copy(report, tmp_path)
     shutil.rmtree(out / "predictions")
     make_report.main(["--output-dir", str(out), "--model-path", str(trained["model_path"]),
@@ -467,7 +469,7 @@ def docx_contents(path):
 
 @pytest.mark.parametrize("lang", ["en", "uk"])
 def test_report_in_each_language_as_html_and_word(report, trained, fake_data, tmp_path, lang):
-    from network.report_text import Words
+    from network.report.text import Words
 
     w = Words(lang)
     out = report_copy(report, tmp_path)
@@ -549,14 +551,14 @@ def test_evaluation_of_another_model_is_not_reused(report, tmp_path):
     shutil.copytree(report["out"], out)
     metrics = json.loads((out / "metrics.json").read_text())
     args = argparse.Namespace(output_dir=out, model_path=Path(metrics["model_path"]))
-    assert make_report.evaluation_needed(args) is None
+    assert refresh.evaluation_needed(args) is None
     other = tmp_path / "other.h5"
     other.write_bytes(b"")
     os.utime(other, (0, 0))
-    assert "another model" in make_report.evaluation_needed(
+    assert "another model" in refresh.evaluation_needed(
         argparse.Namespace(output_dir=out, model_path=other))
     (out / "test_samples.png").unlink()
-    assert "test_samples.png" in make_report.evaluation_needed(args)
+    assert "test_samples.png" in refresh.evaluation_needed(args)
 
 
 def test_without_a_training_run_the_report_says_what_is_missing(report, tmp_path, trained,
@@ -564,7 +566,7 @@ def test_without_a_training_run_the_report_says_what_is_missing(report, tmp_path
     """A model trained elsewhere: the report shows the rest and says how to add training.
     (The evaluation and recognition are the report fixture's: running them is checked there.)"""
     out = report_copy(report, tmp_path)
-    for name in [*make_report.TRAINING_FILES, "training_curves.png", "logs/train_model.log"]:
+    for name in [*gather.TRAINING_FILES, "training_curves.png", "logs/train_model.log"]:
         (out / name).unlink(missing_ok=True)
     (out / "report.html").unlink()
     make_report.main(report_args(out, report["images"], trained["model_path"], fake_data))
@@ -618,44 +620,44 @@ def test_confusion_parts_are_drawn_once_per_evaluation(tmp_path, monkeypatch):
     """A report made again from the same evaluation reuses the drawn parts; another
     evaluation's matrix gets its own, and the old ones go."""
     drawn = []
-    real = reporting.plot_confusion_matrix
-    monkeypatch.setattr(reporting, "plot_confusion_matrix",
+    real = metrics.plot_confusion_matrix
+    monkeypatch.setattr(metrics, "plot_confusion_matrix",
                         lambda *args, **kwargs: drawn.append(args[4]) or real(*args, **kwargs))
     names, coarse, mapping = ["a", "b", "c", "d"], ["x", "y"], [0, 0, 1, 1]
     cm = np.array([[3, 1, 0, 0], [0, 4, 0, 0], [0, 0, 2, 2], [1, 0, 0, 3]])
-    first = make_report.confusion_parts(cm, names, coarse, mapping, tmp_path)
-    again = make_report.confusion_parts(cm, names, coarse, mapping, tmp_path)
+    first = gather.confusion_parts(cm, names, coarse, mapping, tmp_path)
+    again = gather.confusion_parts(cm, names, coarse, mapping, tmp_path)
     assert len(drawn) == 1 and again == first
     assert first[0]["png"] == drawn[0].read_bytes()
     cm[0] = [4, 0, 0, 0]
-    other = make_report.confusion_parts(cm, names, coarse, mapping, tmp_path)
+    other = gather.confusion_parts(cm, names, coarse, mapping, tmp_path)
     assert len(drawn) == 2 and other != first
-    assert list((tmp_path / make_report.PARTS_DIR).iterdir()) == [drawn[1]]
+    assert list((tmp_path / gather.PARTS_DIR).iterdir()) == [drawn[1]]
 
 
 def test_most_confused_pairs_sum_both_directions():
     cm = np.array([[5, 1, 3],
                    [4, 6, 0],
                    [1, 2, 7]])
-    pairs = reporting.most_confused_pairs(cm, k=2)
+    pairs = metrics.most_confused_pairs(cm, k=2)
     # 0<->1: 5 mistakes, turned so the larger direction (1 -> 0: 4) comes first; then 0<->2.
     assert pairs == [(1, 0, 4, 1), (0, 2, 3, 1)]
-    assert reporting.most_confused_pairs(np.diag([3, 4])) == []
+    assert metrics.most_confused_pairs(np.diag([3, 4])) == []
 
 
 def test_superclass_matrix_maps_fine_labels():
     fine_to_coarse = np.array([0, 0, 1, 1])
-    cm = reporting.superclass_matrix([0, 1, 2, 3], [1, 2, 3, 3], fine_to_coarse, 2)
+    cm = metrics.superclass_matrix([0, 1, 2, 3], [1, 2, 3, 3], fine_to_coarse, 2)
     assert cm.tolist() == [[1, 1], [0, 2]]
 
 
 def test_guess_class_from_file_name():
     names = ["man", "woman", "maple_tree", "tree", "cup"]
-    assert make_report.guess_class("woman_astronaut", names) == "woman"
-    assert make_report.guess_class("man_camera", names) == "man"
-    assert make_report.guess_class("maple_tree_2", names) == "maple_tree"
-    assert make_report.guess_class("cup", names) == "cup"
-    assert make_report.guess_class("cupboard", names) is None
+    assert gather.guess_class("woman_astronaut", names) == "woman"
+    assert gather.guess_class("man_camera", names) == "man"
+    assert gather.guess_class("maple_tree_2", names) == "maple_tree"
+    assert gather.guess_class("cup", names) == "cup"
+    assert gather.guess_class("cupboard", names) is None
 
 
 # --- Figures --------------------------------------------------------------------------
@@ -664,13 +666,13 @@ def test_guess_class_from_file_name():
 def drawn(monkeypatch):
     """The figures the plot functions save (still saved as PNG files)."""
     figures = []
-    save = reporting.save_figure
+    save = metrics.save_figure
 
     def keep(fig, path, show=False):
         figures.append(fig)
         save(fig, path, show)
 
-    monkeypatch.setattr(reporting, "save_figure", keep)
+    monkeypatch.setattr(metrics, "save_figure", keep)
     return figures
 
 
@@ -681,7 +683,7 @@ def test_training_curves_in_percent_from_epoch_1(drawn, tmp_path, first_epoch):
     history = pd.DataFrame({"epoch": [first_epoch, first_epoch + 1, first_epoch + 2],
                             "loss": [4.6, 4.5, 4.4], "accuracy": [0.01, 0.03, 0.06],
                             "val_loss": [4.6, 4.55, 4.5], "val_accuracy": [0.01, 0.02, 0.04]})
-    reporting.plot_history(history, tmp_path / "curves.png")
+    metrics.plot_history(history, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
     accuracy = drawn[0].axes[1]
     assert "%" in accuracy.get_ylabel()
@@ -696,7 +698,7 @@ def test_training_curves_without_validation(drawn, tmp_path):
     import pandas as pd
 
     history = pd.DataFrame({"epoch": [1, 2], "loss": [4.6, 4.5], "accuracy": [0.01, 0.03]})
-    reporting.plot_history(history, tmp_path / "curves.png")
+    metrics.plot_history(history, tmp_path / "curves.png")
     for ax in drawn[0].axes:
         assert [t.get_text() for t in ax.get_legend().get_texts()][0].startswith("Training")
         assert len(ax.get_lines()) == 1
@@ -713,7 +715,7 @@ def test_confusion_matrix_names_every_class_legibly(drawn, tmp_path):
     y_pred = np.where(rng.random(2000) < 0.5, y_true, rng.integers(0, 100, 2000))
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(100))
     path = tmp_path / "confusion_matrix.png"
-    reporting.plot_confusion_matrix(cm, FINE_NAMES, COARSE_NAMES, FINE_TO_COARSE, path)
+    metrics.plot_confusion_matrix(cm, FINE_NAMES, COARSE_NAMES, FINE_TO_COARSE, path)
     assert path.read_bytes().startswith(b"\x89PNG")
     fig = drawn[0]
     blocks = [ax for ax in fig.axes if ax.get_title()]
@@ -730,7 +732,7 @@ def test_confusion_matrix_names_every_class_legibly(drawn, tmp_path):
 
 def test_test_samples_marked_beyond_colour(drawn, tmp_path):
     images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
-    reporting.plot_test_samples(images, ["cat", "dog"], ["cat", "cow"], tmp_path / "s.png")
+    metrics.plot_test_samples(images, ["cat", "dog"], ["cat", "cow"], tmp_path / "s.png")
     right, wrong = drawn[0].axes[:2]
     assert right.get_title().startswith("\u2713 right")
     assert wrong.get_title().startswith("\u2717 wrong")

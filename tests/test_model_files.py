@@ -8,7 +8,7 @@ from keras import layers
 
 from helpers import assert_clean_error, run_steps, script_step
 from network import PROJECT_ROOT, model_utils, test_model
-from network.errors import LabError
+from network.core.errors import LabError
 from network.model_utils import load_class_names, load_model
 
 

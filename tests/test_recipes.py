@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from network.recipes import RECIPES, recipe_with
+from network.training.recipes import RECIPES, recipe_with
 
 
 def test_recipes_import_no_keras():
-    code = ("import sys, network.recipes, network.train_model; "
+    code = ("import sys, network.training.recipes, network.train_model; "
             "print([m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
@@ -73,13 +73,13 @@ def timed_at_50ms(monkeypatch):
     """Every size trains at 50 ms a step, so the planning is checked apart from this
     machine's speed and load (the real timing runs in test_time_to_accuracy's budget test,
     which plans the cpu recipe end to end)."""
-    from network import budget
+    from network.training import budget
 
     monkeypatch.setattr(budget, "time_steps", lambda *args, **kwargs: (0.05, 0.0))
 
 
 def tiny_run(minutes, epochs=3, rungs=()):
-    from network.recipes import Run
+    from network.training.recipes import Run
 
     recipe = dataclasses.replace(RECIPES["cpu"], width=0.0625, epochs=epochs, minutes=minutes,
                                  batch_size=8, warmup_epochs=0, rungs=rungs)
@@ -95,7 +95,7 @@ def test_time_budget_plans_whole_epochs_within_bounds(minutes, expected, timed_a
     planned run keeps them (no budget left to plan again on --resume)."""
     import time
 
-    from network.budget import plan_run
+    from network.training.budget import plan_run
 
     run, train = tiny_run(minutes)
     planned, model = plan_run(run, train, contextlib.nullcontext(), time.perf_counter(), seed=0)
@@ -111,8 +111,8 @@ def test_time_budget_picks_the_largest_size_that_gets_its_epochs_in(minutes, wid
     """A generous budget trains the bigger rung; a tight one the smaller, and says so."""
     import time
 
-    from network.budget import plan_run
-    from network.recipes import Rung
+    from network.training.budget import plan_run
+    from network.training.recipes import Rung
 
     rungs = (Rung(0.0625, 2, min_epochs=1), Rung(0.125, 2, min_epochs=2))
     run, train = tiny_run(minutes, rungs=rungs)

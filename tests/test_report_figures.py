@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
-from network import explain, reporting
-from network.make_report import PRINT_WIDTH_CM
+from network.analysis import explain, metrics
+from network.report.gather import PRINT_WIDTH_CM
 
 matplotlib.use("Agg")
 PRINTED_IN = PRINT_WIDTH_CM / 2.54
@@ -25,7 +25,7 @@ def drawn(monkeypatch):
             save(fig, path, show)
         return saving
 
-    monkeypatch.setattr(reporting, "save_figure", keep(reporting.save_figure))
+    monkeypatch.setattr(metrics, "save_figure", keep(metrics.save_figure))
     monkeypatch.setattr(explain, "save_figure", keep(explain.save_figure))
     return figures
 
@@ -63,7 +63,7 @@ def drawn_texts(fig):
 def test_training_curves_fit_the_page(drawn, tmp_path):
     history = pd.DataFrame({"epoch": [1, 2], "loss": [4.6, 4.5], "accuracy": [0.01, 0.03],
                             "val_loss": [4.6, 4.55], "val_accuracy": [0.01, 0.02]})
-    reporting.plot_history(history, tmp_path / "curves.png")
+    metrics.plot_history(history, tmp_path / "curves.png")
     fig = drawn[0]
     assert smallest_printed_pt(fig) >= MIN_PT
     assert fig.get_size_inches()[1] < 4  # a strip, not a page, for two epochs
@@ -71,7 +71,7 @@ def test_training_curves_fit_the_page(drawn, tmp_path):
 
 def test_one_epoch_has_one_tick(drawn, tmp_path):
     history = pd.DataFrame({"epoch": [1], "loss": [4.6], "accuracy": [0.01]})
-    reporting.plot_history(history, tmp_path / "curves.png")
+    metrics.plot_history(history, tmp_path / "curves.png")
     for ax in drawn[0].axes:
         assert [t.get_text() for t in ax.get_xticklabels()] == ["1"]
 
@@ -80,7 +80,7 @@ def test_test_samples_and_confident_mistakes_are_legible(drawn, tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     longest = ["aquarium_fish", "sweet_pepper"] * 8
-    reporting.plot_test_samples(images, longest, longest[::-1], tmp_path / "s.png")
+    metrics.plot_test_samples(images, longest, longest[::-1], tmp_path / "s.png")
     labels, predicted = np.arange(16) % 2, (np.arange(16) + 1) % 2
     explain.plot_confident_mistakes(images, np.arange(16), labels, predicted,
                                     np.linspace(0.99, 0.5, 16), longest, tmp_path / "m.png")
@@ -100,7 +100,7 @@ def test_confusion_matrix_parts_are_legible(drawn, tmp_path):
     cm = np.zeros((100, 100), dtype=int)
     np.add.at(cm, (y_true, np.where(rng.random(2000) < 0.5, y_true, 7)), 1)
     local = np.where(FINE_TO_COARSE < 9, FINE_TO_COARSE, -1)
-    reporting.plot_confusion_matrix(cm, FINE_NAMES, COARSE_NAMES[:9], local, tmp_path / "c.png",
+    metrics.plot_confusion_matrix(cm, FINE_NAMES, COARSE_NAMES[:9], local, tmp_path / "c.png",
                                     cols=3, block=(2.2, 2.2), title_size=None)
     fig = drawn[0]
     assert smallest_printed_pt(fig) >= MIN_PT

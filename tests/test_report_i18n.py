@@ -1,4 +1,4 @@
-"""The report's catalogues (network/locale/*.json) and the Ukrainian class names."""
+"""The report's catalogues (network/report/locale/*.json) and the Ukrainian class names."""
 
 import json
 import os
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from network import report_text
-from network.report_text import LANGUAGES, ClassNames, Words, catalogue, plural_form
+from network.report import text as report_text
+from network.report.text import LANGUAGES, ClassNames, Words, catalogue, plural_form
 
 ROOT = Path(__file__).resolve().parent.parent
 # The official CIFAR-100 names (the data set's meta file), in label order.
@@ -57,7 +57,7 @@ def test_both_catalogues_have_the_same_keys_and_placeholders():
 
 def test_every_key_the_report_uses_is_in_the_catalogue():
     used = set(BUILT_KEYS)
-    for module in ("report_builder", "report_conclusions", "report_text"):
+    for module in ("report/builder", "report/conclusions", "report/text"):
         source = (ROOT / "network" / f"{module}.py").read_text(encoding="utf-8")
         used |= set(re.findall(r"""\bw\(\s*["']([a-z0-9_.]+)["']""", source))
         used |= set(re.findall(r"""self\(\s*["']([a-z0-9_.]+)["']""", source))
@@ -66,7 +66,7 @@ def test_every_key_the_report_uses_is_in_the_catalogue():
 
 
 def test_setting_labels_cover_the_recipe_fields():
-    from network.recipes import RECIPES
+    from network.training.recipes import RECIPES
 
     fields = set(vars(next(iter(RECIPES.values()))))
     shown = fields - {"name", "mixed_precision", "rungs"}  # the report hides these

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import ROOT, child_env, run_main
-from network.errors import LabError
+from network.core.errors import LabError
 
 EPOCHS = 6
 # A tiny ResNet-9 with a validation split (so the checkpoint keeps the best val_loss):
@@ -94,7 +94,8 @@ def test_ctrl_c_keeps_the_run_and_says_how_to_resume(fake_data, tmp_path, capsys
     names --resume."""
     import keras
 
-    from network import train_callbacks, train_model
+    from network import train_model
+    from network.training import callbacks as train_callbacks
 
     class CtrlC(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -132,7 +133,7 @@ def test_early_stopping_state_survives_a_restart(tmp_path):
     """wait, best and best epoch written by StateWriter come back in a new process's
     ResumableEarlyStopping, with the best weights from the checkpoint, and patience
     counts on from there."""
-    from network.train_callbacks import AtomicCheckpoint, ResumableEarlyStopping, StateWriter
+    from network.training.callbacks import AtomicCheckpoint, ResumableEarlyStopping, StateWriter
 
     model_path, state_path = tmp_path / "best_model.h5", tmp_path / "resume" / "state.json"
     state_path.parent.mkdir()
@@ -171,7 +172,7 @@ def test_early_stopping_state_survives_a_restart(tmp_path):
 
 
 def test_early_stopping_without_state_starts_afresh():
-    from network.train_callbacks import ResumableEarlyStopping
+    from network.training.callbacks import ResumableEarlyStopping
 
     early_stop = ResumableEarlyStopping(state={"epoch": 3, "es_best": None},
                                         monitor="val_loss", patience=2)
@@ -184,7 +185,7 @@ def test_early_stopping_without_state_starts_afresh():
 def test_backup_restores_weights_and_optimizer(tmp_path):
     """StateWriter's backup brings back the weights and the optimizer's step count and
     moments, and keeps only the latest backup."""
-    from network.train_callbacks import AtomicCheckpoint, StateWriter, restore_backup
+    from network.training.callbacks import AtomicCheckpoint, StateWriter, restore_backup
 
     state_path = tmp_path / "state.json"
     model = compiled_model()
@@ -210,7 +211,7 @@ def test_backup_restores_weights_and_optimizer(tmp_path):
 
 def test_resume_trims_history_to_the_backed_up_epochs(tmp_path):
     """Rows logged after the last backup (or half-written by the kill) are dropped."""
-    from network.train_callbacks import AtomicCheckpoint, StateWriter, restore_backup
+    from network.training.callbacks import AtomicCheckpoint, StateWriter, restore_backup
 
     model = compiled_model()
     model.optimizer.build(model.trainable_variables)
@@ -226,7 +227,7 @@ def test_resume_trims_history_to_the_backed_up_epochs(tmp_path):
 
 
 def test_damaged_backup_says_restart(tmp_path):
-    from network.train_callbacks import restore_backup
+    from network.training.callbacks import restore_backup
 
     with pytest.raises(LabError, match="--restart"):
         restore_backup(compiled_model(), tmp_path, {"epoch": 2, "weights": "missing.weights.h5"},
@@ -257,8 +258,8 @@ def test_resume_without_an_interrupted_run(tmp_path, capsys):
 
 
 def test_resume_keeps_the_runs_settings_and_says_which_options_it_ignores(tmp_path, capsys):
-    from network.recipes import Run, start_or_resume
     from network.train_model import parse_args, resume_note
+    from network.training.recipes import Run, start_or_resume
 
     resume = tmp_path / "reports" / "resume"
     resume.mkdir(parents=True)

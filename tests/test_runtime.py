@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from helpers import BACKEND_MODULES, run_steps, script_step
-from network import runtime
+from network.core import runtime
 
 SCRIPTS = ["train_model", "evaluate_model", "test_model", "make_report"]
 MISSING_MODEL_SCRIPTS = ["evaluate_model", "test_model", "make_report"]
@@ -86,7 +86,7 @@ def test_bad_model_path_for_training_is_answered_without_a_backend(answers):
 
 
 def test_default_model_path_missing_says_to_train_first(tmp_path, monkeypatch):
-    from network import cli
+    from network.core import cli
 
     monkeypatch.setattr(cli, "DEFAULT_MODEL_PATH", tmp_path / "best_model.h5")
     with pytest.raises(cli.LabError, match=r"no trained model yet .*network\.train_model"):
@@ -97,7 +97,7 @@ def test_default_model_path_missing_says_to_train_first(tmp_path, monkeypatch):
 
 def test_importing_the_package_changes_nothing():
     code = ("import os, sys; before = dict(os.environ); "
-            "import network, network.cli, network.runtime, network.test_model, "
+            "import network, network.core.cli, network.core.runtime, network.test_model, "
             "network.evaluate_model, network.train_model, network.make_report; "
             "print(dict(os.environ) == before, "
             f"sorted(m for m in {BACKEND_MODULES!r} if m in sys.modules))")
@@ -200,7 +200,7 @@ def test_configured_backend_follows_keras_rules(tmp_path, monkeypatch):
 
 SETUP = """
 import os
-from network import runtime
+from network.core import runtime
 print(runtime.setup_backend_env())
 print(os.environ["JAX_COMPILATION_CACHE_DIR"])
 try:

@@ -19,7 +19,7 @@ from conftest import ROOT
 from fake_cifar import FINE_NAMES
 from helpers import run_steps, script_step
 from network import test_model
-from network.errors import LabError
+from network.core.errors import LabError
 from network.test_model import (
     READ_FAILURES,
     chart_names,

@@ -11,7 +11,7 @@ from benchmarks import time_to_accuracy
 
 def test_t_lab_is_one_lab_epoch_of_40000_images_at_the_timed_speed(monkeypatch):
     """0.5 s per step of 64 images: 625 steps, 312.5 s; compiling is not counted."""
-    from network import budget
+    from network.training import budget
 
     timed = {}
 

@@ -24,8 +24,8 @@ def test_cli_refuses_zero_epochs_before_any_work(fake_data, tmp_path):
 
 def test_every_recipe_is_a_choice_and_builds_its_network():
     from network.model_utils import NETWORKS
-    from network.recipes import RECIPES
     from network.train_model import parse_args
+    from network.training.recipes import RECIPES
 
     for name, recipe in RECIPES.items():
         assert parse_args(["--recipe", name]).recipe == name
@@ -33,8 +33,8 @@ def test_every_recipe_is_a_choice_and_builds_its_network():
 
 
 def test_options_override_the_recipe_and_the_rest_stays():
-    from network.recipes import RECIPES, Run
     from network.train_model import parse_args
+    from network.training.recipes import RECIPES, Run
 
     run = Run.from_args(parse_args(["--recipe", "cpu", "--epochs", "9", "--width", "0.5"]))
     assert (run.recipe.epochs, run.recipe.width) == (9, 0.5)
@@ -46,8 +46,8 @@ def test_options_override_the_recipe_and_the_rest_stays():
 def test_fixed_epochs_replace_the_time_budget_and_survive_a_resume():
     """--epochs without --minutes means exactly that many epochs: no time budget, in the
     run and in what is saved for --resume."""
-    from network.recipes import RECIPES, Run
     from network.train_model import parse_args
+    from network.training.recipes import RECIPES, Run
 
     run = Run.from_args(parse_args(["--recipe", "cpu", "--epochs", "12"]))
     assert run.recipe.epochs == 12 and run.recipe.minutes is None
@@ -137,8 +137,8 @@ def test_cpu_recipe_with_fixed_epochs_and_width_trains_exactly_those(fake_data, 
     import json
 
     from network.model_utils import build_resnet9, load_model
-    from network.recipes import RECIPES
     from network.train_model import main
+    from network.training.recipes import RECIPES
 
     out, model_path = tmp_path / "reports", tmp_path / "models" / "best_model.h5"
     code, stdout, err = run_main(main, [
@@ -192,8 +192,9 @@ def test_nan_after_a_good_epoch_keeps_the_saved_model(fake_data, tmp_path, capsy
     must not replace it. The val_loss mode is covered by the unit tests below.)"""
     import keras
 
-    from network import train_callbacks, train_model
+    from network import train_model
     from network.model_utils import load_model
+    from network.training import callbacks as train_callbacks
 
     class PoisonWeights(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -234,7 +235,7 @@ def test_crash_during_save_keeps_the_previous_model(tmp_path, monkeypatch):
     best_model.h5 intact and loadable, and no partial file behind."""
     import keras
 
-    from network.train_callbacks import AtomicCheckpoint
+    from network.training.callbacks import AtomicCheckpoint
 
     path = tmp_path / "best_model.h5"
     model = tiny_model()
@@ -264,7 +265,7 @@ def test_crash_during_save_keeps_the_previous_model(tmp_path, monkeypatch):
 
 
 def test_checkpoint_keeps_the_best_and_skips_nan(tmp_path):
-    from network.train_callbacks import AtomicCheckpoint
+    from network.training.callbacks import AtomicCheckpoint
 
     path = tmp_path / "best_model.h5"
     model = tiny_model()
@@ -283,7 +284,7 @@ def test_checkpoint_keeps_the_best_and_skips_nan(tmp_path):
 
 
 def test_checkpoint_without_validation_saves_the_latest_finite_model(tmp_path):
-    from network.train_callbacks import AtomicCheckpoint
+    from network.training.callbacks import AtomicCheckpoint
 
     path = tmp_path / "best_model.h5"
     model = tiny_model()

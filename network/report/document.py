@@ -8,7 +8,7 @@ autoescaping covers every class and file name; a paragraph is a list of
 
 Usage:
 
-    from network.report_doc import Figure, Para, Section
+    from network.report.document import Figure, Para, Section
     section = Section("curves", "Training curves", [Para.of("Loss per epoch."),
                                                     Figure(png, "curves", "Caption", 16.5)])
 """

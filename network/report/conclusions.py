@@ -8,7 +8,7 @@ own images. Every number comes from the output folder's files.
 
 Usage:
 
-    from network.report_conclusions import conclusions
+    from network.report.conclusions import conclusions
     paragraphs = conclusions(run, Words("en"), ClassNames("en"))
 """
 

@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 
-from network.files import save_figure
+from network.core.files import save_figure
 
 
 def predict(model, images, batch_size=256):

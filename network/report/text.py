@@ -1,7 +1,7 @@
 """The report's words in English and Ukrainian, and the class names in both.
 
 Every heading, caption, table header and sentence that the report generates
-comes from one catalogue per language, ``network/locale/<lang>.json``: a map
+comes from one catalogue per language, ``network/report/locale/<lang>.json``: a map
 from key to text with ``{name}`` placeholders, or, for a text that depends on
 a count, a map from plural form to text ("one"/"other" in English,
 "one"/"few"/"many" in Ukrainian). JSON rather than gettext: a student or
@@ -13,7 +13,7 @@ superclasses; CSV files and figures keep the official English names.
 
 Usage:
 
-    from network.report_text import ClassNames, Words
+    from network.report.text import ClassNames, Words
     w = Words("uk")
     w("evaluation.title")                    # a heading
     w("own.intro", count=3)                  # "... 3 власні зображення."

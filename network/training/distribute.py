@@ -14,7 +14,7 @@ Try it on a CPU with two virtual devices:
 
 import contextlib
 
-from network.errors import LabError
+from network.core.errors import LabError
 
 
 def setup_distribution():

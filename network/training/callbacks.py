@@ -33,9 +33,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from network.errors import LabError
-from network.files import atomic_path, write_json_atomic
-from network.recipes import STATE_FILE
+from network.core.errors import LabError
+from network.core.files import atomic_path, write_json_atomic
+from network.training.recipes import STATE_FILE
 
 
 def atomic_save(model, path):

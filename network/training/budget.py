@@ -11,8 +11,8 @@ schedule for exactly the planned epochs.
 
 Usage:
 
-    from network.budget import plan_run
-    run, model = plan_run(run, train, scope, started)   # run: a network.recipes.Run
+    from network.training.budget import plan_run
+    run, model = plan_run(run, train, scope, started)   # run: a network.training.recipes.Run
 """
 
 import dataclasses

@@ -209,7 +209,7 @@ def import_backend():
         setup_backend_env()
     import keras
 
-    from network import cli
+    from network.core import cli
 
     cli.quiet_keras_warnings()
     return keras

@@ -22,7 +22,7 @@ after training.
 
 Usage:
 
-    from network.calibration import (apply_temperature, expected_calibration_error,
+    from network.analysis.calibration import (apply_temperature, expected_calibration_error,
                                       fit_temperature, reliability_diagram, temperature_fit)
     T = fit_temperature(val_probs, val_labels)
     fit = temperature_fit(val_probs, val_labels)   # also says why when T is at a bound
@@ -43,8 +43,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp, softmax
 
-from network.errors import LabError
-from network.files import save_figure, write_json_atomic
+from network.core.errors import LabError
+from network.core.files import save_figure, write_json_atomic
 
 BINS = 15
 T_RANGE = (0.05, 20.0)
@@ -327,8 +327,8 @@ def calibrate(model, val, model_path):
     A fit that stops at a bound of its range (a model at chance, or one right on
     nearly every held-out image) is saved too, and the line says why.
     """
+    from network.analysis.metrics import predict
     from network.model_utils import model_images
-    from network.reporting import predict
 
     images, labels = val[0], val[1]
     if len(images) < 2:

@@ -24,11 +24,11 @@ the true class's superclass.
 
 Usage:
 
-    from network.explain import occlusion_map, plot_explained_top5
+    from network.analysis.explain import occlusion_map, plot_explained_top5
     heat = occlusion_map(model, x[0], class_index=int(probs[0].argmax()))
     plot_explained_top5(photo, heat, top_names, top_probs, Path("cat_top5.png"), "cat.jpg")
 
-    from network.explain import confident_mistakes, plot_confident_mistakes
+    from network.analysis.explain import confident_mistakes, plot_confident_mistakes
     worst = confident_mistakes(y_true, y_pred, confidence, k=16)
     plot_confident_mistakes(images, worst, y_true, y_pred, confidence, names, path)
 """
@@ -37,8 +37,8 @@ import math
 
 import numpy as np
 
-from network.errors import LabError
-from network.files import save_figure
+from network.core.errors import LabError
+from network.core.files import save_figure
 
 PATCH = 8
 STRIDE = 2

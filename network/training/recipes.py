@@ -12,7 +12,7 @@ cannot be resumed are answered at once.
 
 Usage:
 
-    from network.recipes import recipe_with
+    from network.training.recipes import recipe_with
     recipe = recipe_with("cpu", epochs=12)        # RECIPES["cpu"] with 12 epochs
 """
 
@@ -21,8 +21,9 @@ import json
 import shutil
 from dataclasses import dataclass, field
 
-from network.errors import LabError
-from network.files import write_json_atomic
+from network.core import cli
+from network.core.errors import LabError
+from network.core.files import write_json_atomic
 
 
 def option(help_text, default=dataclasses.MISSING, kind="positive"):
@@ -116,6 +117,40 @@ def recipe_with(name, **overrides):
                                **{k: v for k, v in overrides.items() if v is not None})
 
 
+# --- The command line's recipe options ----------------------------------------------
+
+def add_recipe_arguments(parser, default="lab", exclude=()):
+    """``--recipe`` and an option for each ``Recipe`` field that the command line may
+    override (declared once, on ``Recipe`` above), less the fields in ``exclude``;
+    their help gives each recipe's value. Options left out are ``None``: the recipe's
+    own value stands (``recipe_overrides`` collects the others)."""
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=default,
+                        help=f"training recipe, in network/training/recipes.py "
+                             f"(default: {default})")
+    for declared in overridable_fields():
+        if declared.name in exclude:
+            continue
+        values = ", ".join(_recipe_value(name, recipe, declared) for name, recipe in RECIPES.items()
+                           if getattr(recipe, declared.name) not in (None, declared.default))
+        parse = {"fraction": cli.fraction,
+                 "positive": cli.positive_int if declared.type is int else cli.positive_float}
+        parser.add_argument(f"--{declared.name.replace('_', '-')}",
+                            type=parse[declared.metadata["kind"]],
+                            help=f"{declared.metadata['help']} ({values})")
+
+
+def recipe_overrides(args):
+    """The recipe fields the command line set (``add_recipe_arguments``'s options)."""
+    return {f.name: getattr(args, f.name) for f in overridable_fields()
+            if getattr(args, f.name, None) is not None}
+
+
+def _recipe_value(name, recipe, field):
+    if field.name == "width" and recipe.rungs:  # the time budget picks one of the rungs
+        return f"{name}: {recipe.rungs[0].width:g} to {recipe.rungs[-1].width:g} by the budget"
+    return f"{name}: {getattr(recipe, field.name):g}"
+
+
 @dataclass(frozen=True)
 class Run:
     """One training run: the recipe (overrides applied) and the run's own options.
@@ -142,8 +177,6 @@ class Run:
         A fixed ``--epochs`` without ``--minutes`` replaces the time budget;
         ``--width`` fixes the size a time budget would otherwise choose.
         """
-        from network.cli import recipe_overrides
-
         recipe = recipe_with(args.recipe, **recipe_overrides(args))
         if args.epochs is not None and args.minutes is None:
             recipe = dataclasses.replace(recipe, minutes=None)
@@ -184,7 +217,7 @@ class Run:
 # --- A run kept for --resume ------------------------------------------------------------
 
 RUN_FILE = "run.json"          # the run's settings (a ``Run``), kept for --resume
-STATE_FILE = "state.json"      # the last finished epoch (see ``train_callbacks.StateWriter``)
+STATE_FILE = "state.json"      # the last finished epoch (see ``callbacks.StateWriter``)
 
 
 def start_or_resume(run, resume_dir, resume=False, restart=False):

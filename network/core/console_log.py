@@ -12,7 +12,7 @@ at the end, after an error or Ctrl-C too), so a reader never sees half of it.
 
 Usage:
 
-    from network.console_log import console_log, logged
+    from network.core.console_log import console_log, logged
 
     with console_log(args.output_dir, "evaluate_model", argv):
         ...                         # printed here also goes to reports/logs/evaluate_model.log
@@ -31,8 +31,8 @@ import threading
 import time
 from pathlib import Path
 
-from network.errors import LabError
-from network.files import write_text_atomic
+from network.core.errors import LabError
+from network.core.files import write_text_atomic
 
 LOG_DIR = "logs"
 SAVE_EVERY_S = 5.0              # a long training run's log can be watched while it grows

@@ -1,4 +1,4 @@
-"""Write the lab report (a ``report_doc.Report``) as a Word file with python-docx.
+"""Write the lab report (a ``document.Report``) as a Word file with python-docx.
 
 The same sections, sentences, tables and figures as the HTML page, on A4 with
 the page's margins: a title page, each part of the manual's list on a new
@@ -9,7 +9,7 @@ the output folder's CSV files.
 
 Usage:
 
-    from network.report_docx import write_docx
+    from network.report.word import write_docx
     write_docx(report, Path("reports/report.docx"))
 """
 
@@ -23,8 +23,8 @@ from docx.oxml import OxmlElement
 from docx.oxml.ns import qn
 from docx.shared import Cm, Pt, RGBColor
 
-from network.files import atomic_path
-from network.report_doc import KEEP_ROWS, Cell, lead_length
+from network.core.files import atomic_path
+from network.report.document import KEEP_ROWS, Cell, lead_length
 
 FONT, MONO = "Times New Roman", "Courier New"
 MARGINS_CM = {"left_margin": 2.5, "right_margin": 1.5, "top_margin": 2.0, "bottom_margin": 2.0}

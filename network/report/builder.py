@@ -8,17 +8,17 @@
 5. conclusions: a draft written from the measured figures, to be edited.
 
 ``build_report(run, words, names)`` turns what make_report read from the
-output folder (``run``, a dict) into a ``report_doc.Report``; every sentence
+output folder (``run``, a dict) into a ``document.Report``; every sentence
 comes from the catalogue (``words``) and every number from the files.
 
 Usage:
 
-    from network.report_builder import build_report
+    from network.report.builder import build_report
     report = build_report(run, Words("uk"), ClassNames("uk"))
 """
 
-from network.report_conclusions import conclusions
-from network.report_doc import (
+from network.report.conclusions import conclusions
+from network.report.document import (
     Cards,
     Cell,
     Details,

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from network import PROJECT_ROOT
-from network.errors import LabError
+from network.core.errors import LabError
 
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "best_model.h5"
@@ -112,40 +112,6 @@ def add_common_arguments(parser, *, data=True, model=True, output=True, seed=Tru
             "--show", action=argparse.BooleanOptionalAction, default=None,
             help="show figures in a window (default: only when a display is available); "
                  "figures are always saved as PNG")
-
-
-def add_recipe_arguments(parser, default="lab", exclude=()):
-    """``--recipe`` and an option for each ``Recipe`` field that the command line may
-    override (declared once, in ``network.recipes``), less the fields in ``exclude``;
-    their help gives each recipe's value. Options left out are ``None``: the recipe's
-    own value stands (``recipe_overrides`` collects the others)."""
-    from network.recipes import RECIPES, overridable_fields
-
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default=default,
-                        help=f"training recipe, in network/recipes.py (default: {default})")
-    for field in overridable_fields():
-        if field.name in exclude:
-            continue
-        values = ", ".join(_recipe_value(name, recipe, field) for name, recipe in RECIPES.items()
-                           if getattr(recipe, field.name) not in (None, field.default))
-        kind = {"fraction": fraction, "positive": positive_int if field.type is int
-                else positive_float}[field.metadata["kind"]]
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind,
-                            help=f"{field.metadata['help']} ({values})")
-
-
-def recipe_overrides(args):
-    """The recipe fields the command line set (``add_recipe_arguments``'s options)."""
-    from network.recipes import overridable_fields
-
-    return {f.name: getattr(args, f.name) for f in overridable_fields()
-            if getattr(args, f.name, None) is not None}
-
-
-def _recipe_value(name, recipe, field):
-    if field.name == "width" and recipe.rungs:  # the time budget picks one of the rungs
-        return f"{name}: {recipe.rungs[0].width:g} to {recipe.rungs[-1].width:g} by the budget"
-    return f"{name}: {getattr(recipe, field.name):g}"
 
 
 def ensure_writable_dir(parser, path, what):
