@@ -24,6 +24,7 @@ Usage:
 
 import argparse
 import contextlib
+import datetime
 import math
 import shutil
 import sys
@@ -292,7 +293,10 @@ def main(argv=None, extra_callbacks=()):
     summary["settings"].update(precision_used=precision, replicas=replicas,
                                seconds_before_fit=round(before_fit, 2))
     summary.update(resumed_after_epoch=initial_epoch or None, train_images=len(train[0]),
-                   val_images=len(val[0]), train_seconds=round(seconds, 2))
+                   val_images=len(val[0]), train_seconds=round(seconds, 2),
+                   # When the run ended, in local time with its offset (ISO 8601): the
+                   # report's "trained on" date, whatever later copies do to the file's.
+                   finished_at=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
     write_json_atomic(Path(run.output_dir) / "train_summary.json", summary)
     report(summary, run, initial_epoch, seconds)
     return 0
