@@ -39,6 +39,7 @@ import numpy as np
 
 from network.core.errors import LabError
 from network.core.files import save_figure
+from network.report.text import english
 
 PATCH = 8
 STRIDE = 2
@@ -103,7 +104,7 @@ def occlusion_map(model, image, class_index, patch=PATCH, stride=STRIDE, fill=No
     batch = np.concatenate([image[None], occluded])
     if pixels:
         batch = model_images(model, batch)
-    probs = np.asarray(model.predict(batch, batch_size=len(batch), verbose=0))
+    probs = predict_fixed(model, batch, len(batch))
     drops = probs[0, class_index] - probs[1:, class_index]
     # Each pixel gets the mean drop of the patches that covered it.
     cover = masks.reshape(len(masks), -1).astype(np.float32)
@@ -112,6 +113,26 @@ def occlusion_map(model, image, class_index, patch=PATCH, stride=STRIDE, fill=No
     if normalize and heat.max() > 0:
         heat /= heat.max()
     return heat.astype(np.float32)
+
+
+def occlusion_batch_size(height=32, width=32, patch=PATCH, stride=STRIDE):
+    """Rows of one occlusion batch: every occluded copy and the original (170 at 32x32)."""
+    return len(occlusion_masks(height, width, patch, stride)) + 1
+
+
+def predict_fixed(model, batch, rows):
+    """``model.predict`` in batches of exactly ``rows`` images, the last one padded.
+
+    TensorFlow traces the predict function again for every new batch shape (and
+    warns about it); a script that predicts a few photos and then each one's
+    occlusion batch keeps to one shape this way.
+    """
+    batch = np.asarray(batch)
+    padding = -len(batch) % rows
+    if padding:
+        batch = np.concatenate([batch, np.repeat(batch[:1], padding, axis=0)])
+    probs = np.asarray(model.predict(batch, batch_size=rows, verbose=0), dtype=np.float32)
+    return probs[:len(probs) - padding]
 
 
 def overlay_heatmap(image, heat, alpha=0.45, colormap=COLORMAP, vmax=1.0):
@@ -135,17 +156,19 @@ def overlay_heatmap(image, heat, alpha=0.45, colormap=COLORMAP, vmax=1.0):
     return np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def plot_explained_top5(image, heat, names, probs, path, title, show=False):
+def plot_explained_top5(image, heat, names, probs, path, title, show=False, w=None):
     """Photo | heat map with its colour scale | top-5 bar chart, in one PNG.
 
     ``heat`` is ``occlusion_map(..., normalize=False)`` for the first class
     (``names[0]``): the drop of its probability when each region is hidden.
     Its colour scale runs from 0 to that class's probability, in percentage
     points; when no region lowers it by ``MIN_DROP``, the middle panel says
-    there is nothing to show. ``title`` is shown as given (a file name).
+    there is nothing to show. ``title`` is shown as given (a file name); the other
+    texts come from ``w`` (a report catalogue, English by default).
     """
     import matplotlib.pyplot as plt
 
+    w = w or english()
     with plt.rc_context({"font.size": TOP5_FONT}):  # tick labels too
         fig = plt.figure(figsize=TOP5_SIZE, layout="constrained")
         grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.5], height_ratios=[1, 0.06])
@@ -153,11 +176,11 @@ def plot_explained_top5(image, heat, names, probs, path, title, show=False):
         photo.imshow(image)
         photo.set_title(_shorten(title, 24), fontsize=TOP5_FONT)
         _draw_heat(fig, overlay, fig.add_subplot(grid[1, 1]), image, heat, names[0],
-                   float(probs[0]))
+                   float(probs[0]), w)
         for ax in (photo, overlay):
             ax.axis("off")
         fig.add_subplot(grid[1, 0]).axis("off")
-        _draw_top5(fig.add_subplot(grid[:, 2]), names, probs)
+        _draw_top5(fig.add_subplot(grid[:, 2]), names, probs, w)
         save_figure(fig, path, show)
 
 
@@ -165,7 +188,7 @@ def _shorten(text, width):
     return text if len(text) <= width else text[:width - 1] + "\u2026"
 
 
-def _draw_heat(fig, ax, scale_ax, image, heat, name, top_prob):
+def _draw_heat(fig, ax, scale_ax, image, heat, name, top_prob, w):
     """The overlay and its colour scale (drop of ``name``'s probability, in points)."""
     import matplotlib
     from matplotlib.cm import ScalarMappable
@@ -174,32 +197,30 @@ def _draw_heat(fig, ax, scale_ax, image, heat, name, top_prob):
     vmax = max(top_prob, 1e-6)
     scale = ScalarMappable(matplotlib.colors.Normalize(0, vmax * 100), COLORMAP)
     bar = fig.colorbar(scale, cax=scale_ax, orientation="horizontal")
-    bar.set_label("Probability drop (points)", fontsize=TOP5_FONT)
+    bar.set_label(w("figure.top5.drop"), fontsize=TOP5_FONT)
     bar.locator = matplotlib.ticker.MaxNLocator(4)
     bar.update_ticks()
     if heat.max() < MIN_DROP:
         faded = (np.asarray(image, dtype=np.float32) * 0.35 + 255 * 0.65).astype(np.uint8)
         ax.imshow(faded)
-        ax.text(0.5, 0.5, "Nothing to show:\nhiding any region\nlowers its\nprobability by\n"
-                f"{MIN_DROP * 100:g} point or more", transform=ax.transAxes, ha="center",
-                va="center", fontsize=TOP5_FONT)
-        ax.set_title(f"Where it sees\n{_shorten(name, 18)}", fontsize=TOP5_FONT)
-        return
-    ax.imshow(overlay_heatmap(image, heat, vmax=vmax))
-    ax.set_title(f"Where it sees\n{_shorten(name, 18)}", fontsize=TOP5_FONT)
+        ax.text(0.5, 0.5, w("figure.top5.nothing", count=round(MIN_DROP * 100)),
+                transform=ax.transAxes, ha="center", va="center", fontsize=TOP5_FONT)
+    else:
+        ax.imshow(overlay_heatmap(image, heat, vmax=vmax))
+    ax.set_title(w("figure.top5.where", name=_shorten(name, 18)), fontsize=TOP5_FONT)
 
 
-def _draw_top5(chart, names, probs):
+def _draw_top5(chart, names, probs, w):
     """Horizontal bars in %, the axis matching the labels."""
     positions = np.arange(len(names))[::-1]
     bars = chart.barh(positions, np.asarray(probs) * 100, color="tab:blue")
     chart.set_yticks(positions, names, fontsize=TOP5_FONT)
     chart.set_xlim(0, 100)
-    chart.set_xlabel("Probability (%)", fontsize=TOP5_FONT)
-    chart.bar_label(bars, labels=[f"{p:.1%}" for p in probs], padding=3, fontsize=TOP5_FONT)
+    chart.set_xlabel(w("figure.top5.probability"), fontsize=TOP5_FONT)
+    chart.bar_label(bars, labels=[w.pct(p) for p in probs], padding=3, fontsize=TOP5_FONT)
     for side in ("top", "right"):
         chart.spines[side].set_visible(False)
-    chart.set_title("Top-5 prediction", fontsize=TOP5_FONT)
+    chart.set_title(w("figure.top5.title"), fontsize=TOP5_FONT)
 
 
 # --- Confident mistakes --------------------------------------------------------------
@@ -222,10 +243,14 @@ def confident_mistakes(y_true, y_pred, confidence, k=16):
 
 
 def plot_confident_mistakes(images, indices, y_true, y_pred, confidence, names, path,
-                            show=False):
-    """A 4-column grid of the given test images with true class, prediction and its probability."""
+                            show=False, w=None):
+    """A 4-column grid of the given test images with true class, prediction and its probability.
+
+    ``images``, ``y_true``, ``y_pred`` and ``confidence`` are indexed by ``indices``.
+    """
     import matplotlib.pyplot as plt
 
+    w = w or english()
     cols = 4
     rows = max(1, math.ceil(len(indices) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(GRID_WIDTH, 3.2 * rows), squeeze=False,
@@ -234,11 +259,11 @@ def plot_confident_mistakes(images, indices, y_true, y_pred, confidence, names, 
         ax.axis("off")
     for ax, i in zip(axes.flat, indices):
         ax.imshow(images[i])
-        ax.set_title(f"True: {names[y_true[i]]}\nPredicted: {names[y_pred[i]]}\n"
-                     f"({confidence[i]:.1%})", fontsize=GRID_FONT, color="red")
+        ax.set_title(w("figure.mistakes.label", true=names[y_true[i]], predicted=names[y_pred[i]],
+                       probability=w.pct(confidence[i])), fontsize=GRID_FONT, color="red")
     if len(indices) == 0:
-        axes[0, 0].text(0, 0.5, "No wrong predictions", fontsize=GRID_FONT)
-    fig.suptitle("The most confident mistakes", fontsize=GRID_FONT + 2)
+        axes[0, 0].text(0, 0.5, w("figure.mistakes.none"), fontsize=GRID_FONT)
+    fig.suptitle(w("figure.mistakes.title"), fontsize=GRID_FONT + 2)
     save_figure(fig, path, show)
 
 
@@ -261,13 +286,3 @@ def mistakes_summary(y_true, y_pred, indices, fine_to_coarse):
             "same_superclass_share": same / count if count else 0.0,
             "chance_share": float(chance.mean()) if count else 0.0}
 
-
-def mistakes_sentence(summary):
-    """One sentence for the report from ``mistakes_summary``."""
-    count = summary["mistakes"]
-    if not count:
-        return "The model made no mistakes on these test images."
-    return (f"In {summary['same_superclass']} of the {count} most confident mistakes "
-            f"({summary['same_superclass_share']:.0%}), the predicted class lies in the true "
-            f"class's superclass; a wrong class drawn at random would in "
-            f"{summary['chance_share']:.0%}.")
