@@ -15,11 +15,11 @@ from network.analysis.calibration import (
     expected_calibration_error,
     fit_temperature,
     load_temperature,
-    nll,
     reliability_diagram,
     save_temperature,
     temperature_fit,
 )
+from network.analysis.metrics import cross_entropy, evaluate_probabilities
 from network.core.errors import LabError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -107,7 +107,7 @@ def test_ece_small_when_calibrated_large_when_over_confident_and_fixed_by_temper
     assert before > 0.15
     calibrated = apply_temperature(over, fit_temperature(over, labels))
     assert expected_calibration_error(calibrated, labels) < 0.02
-    assert nll(calibrated, labels) < nll(over, labels)
+    assert cross_entropy(calibrated, labels) < cross_entropy(over, labels)
     np.testing.assert_array_equal(calibrated.argmax(axis=1), over.argmax(axis=1))
 
 
@@ -135,13 +135,25 @@ def test_calibration_summary_for_an_evaluation(tmp_path):
     json.dumps(summary)  # goes into metrics.json as it is
 
 
+def test_the_test_loss_and_the_calibration_nll_are_one_number():
+    """metrics.json reports both; a true class given almost nothing (float32 can hold
+    1e-30) must cost the same in each: the floor of Keras's own loss, 1e-7."""
+    probs = np.array([[0.7, 0.2, 0.1, 0, 0, 0], [1e-30, 0.5, 0.5, 0, 0, 0],
+                      [0.1, 0.8, 0.1, 0, 0, 0], [0.2, 0.2, 0.4, 0.1, 0.1, 0]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 2])
+    expected = -(np.log(0.7) + np.log(1e-7) + np.log(0.8) + np.log(0.4)) / 4
+    loss = evaluate_probabilities(probs, labels, labels, np.arange(6))["loss"]
+    nll = calibration_summary(probs, labels)["nll"]
+    assert loss == nll == pytest.approx(expected, rel=1e-6)
+
+
 def test_bad_inputs_are_lab_errors():
     with pytest.raises(LabError, match="labels"):
         fit_temperature(np.full((3, 2), 0.5), [0, 1])
     with pytest.raises(LabError, match="0..1"):
         expected_calibration_error(np.full((2, 2), 0.5), [0, 2])
     with pytest.raises(LabError, match="shape"):
-        nll(np.zeros((0, 5)), [])
+        expected_calibration_error(np.zeros((0, 5)), [])
 
 
 def test_reliability_diagram_writes_a_png(tmp_path):

@@ -43,12 +43,15 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp, softmax
 
+from network.analysis.metrics import cross_entropy
 from network.core.errors import LabError
 from network.core.files import save_figure, write_json_atomic
 
 BINS = 15
 T_RANGE = (0.05, 20.0)
-# float32 softmax outputs can underflow to 0; the smallest normal float32 is the floor.
+# float32 softmax outputs can underflow to 0; the smallest normal float32 is the floor of
+# the log-probabilities that temperature scaling divides. (The NLL reported is
+# metrics.cross_entropy, the same measure as the test loss.)
 _FLOOR = float(np.finfo(np.float32).tiny)
 
 
@@ -138,12 +141,6 @@ def apply_temperature(probs, temperature):
     return scaled.astype(np.float32 if probs.dtype == np.float32 else np.float64)
 
 
-def nll(probs, labels):
-    """Mean negative log-likelihood (cross-entropy) of the true labels."""
-    probs, labels = _check(probs, labels)
-    return _nll(_logits(probs), labels, 1.0)
-
-
 def bin_statistics(probs, labels, bins=BINS):
     """Per confidence bin (equal width on [0, 1]): image count, accuracy, mean confidence.
 
@@ -215,8 +212,8 @@ def calibration_summary(probs, labels, path=None, folds=2, seed=0, show=False):
         "fold_temperatures": fold_temperatures,
         "ece": expected_calibration_error(probs, labels),
         "ece_calibrated": expected_calibration_error(calibrated, labels),
-        "nll": nll(probs, labels),
-        "nll_calibrated": nll(calibrated, labels),
+        "nll": cross_entropy(probs, labels),
+        "nll_calibrated": cross_entropy(calibrated, labels),
     }
 
 
