@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from network.core.errors import LabError
-from network.core.files import atomic_path, write_json_atomic
+from network.core.files import atomic_path, cache_dir, file_digest, write_json_atomic
 
 NUM_CLASSES = 100
 NUM_SUPERCLASSES = 20
@@ -190,20 +190,11 @@ class Cifar100:
         return mapping
 
 
-def md5sum(path, chunk=1 << 20):
-    """The MD5 hex digest of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_md5(path, allow_mismatch=False):
     """Compare an official file's MD5; a mismatch is an error unless allowed."""
     expected = FILE_MD5[path.name]
     try:
-        actual = md5sum(path)
+        actual = file_digest(path, "md5")
     except OSError as err:
         raise LabError(f"cannot read {path} ({err.strerror or err})") from None
     if actual != expected and not allow_mismatch:
@@ -331,8 +322,7 @@ def default_cache_dir():
     value = os.environ.get("CIFAR100_CACHE_DIR")
     if value is not None:
         return Path(value) if value else None
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return home / "cifar100-lab" / "arrays"
+    return cache_dir("arrays")
 
 
 def _cache_folder(data_dir, cache_dir):
@@ -410,10 +400,11 @@ def missing_files(data_dir):
 def ensure_dataset(data_dir, origin=None):
     """Download and unpack the official archive when any data file is missing.
 
-    The archive goes to a temporary folder inside ``data_dir``; each missing
-    file is moved into place only after the archive's and its own MD5 match,
-    so a failed or interrupted download never leaves a partial ``train`` or
-    ``test`` behind, and files already there are never touched. The origin
+    The archive goes to a temporary folder inside ``data_dir``; the missing
+    files are moved into place only once the archive's MD5 matched the official
+    one and it unpacked whole, so a failed or interrupted download never leaves a
+    partial ``train`` or ``test`` behind, and files already there are never
+    touched. (Loading then checks each file's own MD5 as for any copy.) The origin
     defaults to the official URL ($CIFAR100_URL overrides it).
     """
     data_dir = Path(data_dir)
@@ -438,9 +429,8 @@ def ensure_dataset(data_dir, origin=None):
               f"downloading {origin}")
         _download(origin, staging, data_dir)
         unpacked = _unpack(origin, staging)
-        _check_members(unpacked, origin, missing)
-        # get_file unpacks into its own folder and checks only the archive's MD5:
-        # the files are moved in here, and only once every one of them matched.
+        # The archive's MD5 matched the official one, so its files are the official
+        # ones (get_file unpacked nothing outside its folder): moved in here together.
         for name in missing:
             os.replace(unpacked / name, data_dir / name)
         done = True
@@ -468,8 +458,9 @@ def _download(origin, staging, data_dir):
         if isinstance(err, ValueError) and archive.is_file():
             # A failed transfer is removed; a file kept means its MD5 was wrong.
             # get_file's message does not give the MD5 found: it is named here.
+            found = file_digest(archive, "md5")
             raise LabError(
-                f"the archive downloaded from {origin} has MD5 {md5sum(archive)}, not the "
+                f"the archive downloaded from {origin} has MD5 {found}, not the "
                 f"official {ARCHIVE_MD5}: it is incomplete or not CIFAR-100. Run again to "
                 f"retry, or put the files 'meta', 'train', 'test' in {data_dir} "
                 "yourself") from None
@@ -499,14 +490,3 @@ def _unpack(origin, staging):
         raise LabError(f"{failed} (not a readable .tar.gz archive); run again to retry the "
                        "download")
     return folder / "cifar-100-python"
-
-
-def _check_members(folder, origin, names):
-    """Each of ``names`` must be in the unpacked archive with its official MD5
-    (get_file checks only the archive's own)."""
-    for name in names:
-        member = f"cifar-100-python/{name}"
-        if not (folder / name).is_file():
-            raise LabError(f"the archive from {origin} has no file {member}")
-        if md5sum(folder / name) != FILE_MD5[name]:
-            raise LabError(f"{member} in the archive from {origin} has the wrong MD5")

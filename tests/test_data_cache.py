@@ -116,3 +116,18 @@ def test_empty_variable_switches_the_cache_off(data_dir, tmp_path, monkeypatch):
     load_cifar100(data_dir, download=False, allow_md5_mismatch=True)
     assert not isinstance(load_cifar100(data_dir, download=False, allow_md5_mismatch=True)
                           .x_train, np.memmap)
+
+
+def test_the_cache_lives_in_the_labs_one_cache_folder(tmp_path, monkeypatch):
+    """Decoded arrays and JAX's compiled programs both go under cifar100-lab in the user's
+    cache folder; $CIFAR100_CACHE_DIR moves the arrays, and empty switches them off."""
+    from network.core.files import cache_dir
+    from network.data_utils import default_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("CIFAR100_CACHE_DIR", raising=False)
+    assert default_cache_dir() == cache_dir("arrays") == tmp_path / "cifar100-lab" / "arrays"
+    monkeypatch.setenv("CIFAR100_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert default_cache_dir() == tmp_path / "elsewhere"
+    monkeypatch.setenv("CIFAR100_CACHE_DIR", "")
+    assert default_cache_dir() is None

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from network import data_utils
-from network.data_utils import get_raw_data_set, load_cifar100, md5sum, preprocess_data
+from network.core.files import file_digest
+from network.data_utils import get_raw_data_set, load_cifar100, preprocess_data
 
 REAL_DATA = os.environ.get("CIFAR100_DIR")
 
@@ -33,7 +34,7 @@ def data(folder):
 
 @pytest.mark.parametrize("name", ["meta", "train", "test"])
 def test_md5_is_official(folder, name):
-    assert md5sum(folder / name) == data_utils.FILE_MD5[name]
+    assert file_digest(folder / name, "md5") == data_utils.FILE_MD5[name]
 
 
 def test_image_counts_shapes_and_types(data):

@@ -33,7 +33,6 @@ Usage:
                         temperature=T)
 """
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from scipy.special import logsumexp, softmax
 
 from network.analysis.metrics import cross_entropy
 from network.core.errors import LabError
-from network.core.files import save_figure, write_json_atomic
+from network.core.files import file_digest, save_figure, write_json_atomic
 
 BINS = 15
 T_RANGE = (0.05, 20.0)
@@ -262,15 +261,6 @@ def calibration_path(model_path):
     return Path(model_path).with_name("calibration.json")
 
 
-def _fingerprint(model_path):
-    """SHA-256 of the model file, so a temperature is never applied to another model."""
-    digest = hashlib.sha256()
-    with open(model_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_temperature(model_path, temperature, **info):
     """Write ``calibration.json`` beside the model (atomically).
 
@@ -286,7 +276,7 @@ def save_temperature(model_path, temperature, **info):
     payload = {"temperature": value, **info}
     if Path(model_path).is_file():
         payload["model_file"] = Path(model_path).name
-        payload["model_sha256"] = _fingerprint(model_path)
+        payload["model_sha256"] = file_digest(model_path, "sha256")
     write_json_atomic(calibration_path(model_path), payload)
 
 
@@ -310,7 +300,7 @@ def load_temperature(model_path):
         raise LabError(f"{path} is damaged (no positive temperature): calibrate again "
                        "or delete it")
     recorded = payload.get("model_sha256")
-    if recorded and Path(model_path).is_file() and recorded != _fingerprint(model_path):
+    if recorded and Path(model_path).is_file() and recorded != file_digest(model_path, "sha256"):
         raise LabError(f"{path} was fitted for another model file: calibrate again "
                        "or delete it")
     return float(temperature)

@@ -27,6 +27,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from network.core.files import cache_dir
+
 BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 
 # How to get each backend onto an NVIDIA GPU (README.md, "Training on a GPU").
@@ -93,9 +95,7 @@ def setup_backend_env():
         return backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if nvidia_driver_present() else "3")
     if backend == "jax":
-        cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                              str(cache_home / "cifar100-lab" / "jax"))
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_dir("jax")))
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     hooked = any(isinstance(f, (QuietTensorFlowImport, TensorFlowKeptOut))
