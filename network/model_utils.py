@@ -1,12 +1,15 @@
 """The lab's networks: the manual's 9-layer CNN and the fast ResNet-9 recipe.
 
-Both take 32x32x3 images scaled to [0, 1] and return class probabilities, so
-the evaluation and recognition scripts treat them alike.
+Both return class probabilities for 32x32x3 images. The lab CNN takes them as
+float32 scaled to [0, 1], as the manual has it; the ResNet-9 takes the uint8
+pixels (0-255) and normalises them inside. ``model_images`` gives any model its
+form, so the evaluation and recognition scripts treat both alike.
 
 Usage:
 
-    from network.model_utils import build_model
+    from network.model_utils import build_model, model_images
     model = build_model((32, 32, 3), 100, summary=True)   # 13,870,484 parameters
+    probs = model.predict(model_images(model, uint8_images))
 """
 
 import json
@@ -17,7 +20,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from network.core import runtime
+from network.core import cli, runtime
 from network.core.errors import LabError
 from network.core.files import write_json_atomic
 from network.data_utils import scale_images
@@ -267,14 +270,9 @@ def load_class_names(model_path, num_class=None):
     return payload
 
 
-def _check_model_file(path):
-    """Refuse, with a clear reason, what Keras would fail on with a cryptic one."""
-    if path.is_dir():
-        raise LabError(f"{path} is a folder, not a model file: pass the .h5 or .keras file "
-                       "with --model-path")
-    if not path.is_file():
-        raise LabError(f"model file {path} not found: train one first "
-                       "(python -m network.train_model) or pass --model-path")
+def _check_model_format(path):
+    """Refuse, with a clear reason, a file Keras would fail on with a cryptic one (that
+    it exists at all is ``cli.require_model_file``'s check, which the scripts make first)."""
     import zipfile
 
     import h5py
@@ -337,7 +335,8 @@ def load_model(model_path, num_class=100, input_shape=(32, 32, 3)):
     Every failure is a ``LabError`` naming the file and the reason.
     """
     path = Path(model_path)
-    _check_model_file(path)
+    cli.require_model_file(path)
+    _check_model_format(path)
     _refuse_lambda_layers(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)

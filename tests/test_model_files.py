@@ -37,7 +37,7 @@ def test_a_good_model_loads(good_h5):
 
 
 def test_missing_model_file(tmp_path):
-    with pytest.raises(LabError, match=r"not found.*train_model"):
+    with pytest.raises(LabError, match=r"nothing.h5 does not exist: check the path"):
         load_model(tmp_path / "nothing.h5")
 
 

@@ -207,12 +207,6 @@ class Run:
             return dataclasses.replace(defaults, recipe=recipe, **run_fields)
         return cls(recipe, **run_fields)
 
-    def replace(self, **changes):
-        """A copy with run fields, and (``recipe=dict``) recipe fields, replaced."""
-        recipe_changes = changes.pop("recipe", {})
-        return dataclasses.replace(
-            self, recipe=dataclasses.replace(self.recipe, **recipe_changes), **changes)
-
 
 # --- A run kept for --resume ------------------------------------------------------------
 
