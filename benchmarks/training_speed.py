@@ -60,8 +60,9 @@ def parse_args(argv=None):
     add_recipe_arguments(parser, default="fast", exclude=("val_split", "minutes"))
     parser.add_argument("--precision", default="auto",
                         choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
-                        help="auto (the default): mixed_bfloat16 for the fast recipe on a GPU, "
-                             "else float32")
+                        help="auto (the default), as train_model: for the fast recipe on a "
+                             "GPU mixed_bfloat16 (compute capability 8.0 on) or "
+                             "mixed_float16 (7.x), else float32")
     parser.add_argument("--subset", type=cli.positive_int,
                         help="train on only the first N training images")
     parser.add_argument("--test-subset", type=cli.positive_int,

@@ -216,11 +216,22 @@ def local_devices():
     return [f"{kind.lower()}:{i}" for i, (kind, _) in enumerate(devices)]
 
 
+def auto_precision(recipe, devices=None):
+    """What ``--precision auto`` means for ``recipe`` on ``devices`` (by default the
+    backend's accelerators): float32 unless the recipe trains in mixed precision, else
+    ``runtime.precision_for`` the devices (bf16, fp16 or float32 by the GPU)."""
+    if not recipe.mixed_precision:
+        return "float32"
+    if devices is None:
+        devices = runtime.accelerator_devices(keras.backend.backend())
+    return runtime.precision_for(devices)
+
+
 def set_precision(precision, recipe):
-    """Set Keras's global dtype policy; ``auto``: bf16 for a recipe that asks for it when a
-    GPU is present, else float32. Returns the policy's name."""
+    """Set Keras's global dtype policy (``auto``: :func:`auto_precision`); returns its
+    name. Under mixed_float16, ``compile`` adds the loss scaling float16 needs."""
     if precision == "auto":
-        precision = "mixed_bfloat16" if recipe.mixed_precision and gpu_available() else "float32"
+        precision = auto_precision(recipe)
     keras.mixed_precision.set_global_policy(precision)
     return precision
 

@@ -62,7 +62,8 @@ def parse_args(argv=None):
                         help="train on only the first N training images (quick runs)")
     parser.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16",
                                                 "mixed_float16"], default="auto",
-                        help="auto: mixed_bfloat16 for the fast recipe on a GPU, else float32")
+                        help="auto: for the fast recipe on a GPU mixed_bfloat16 (compute "
+                             "capability 8.0 on) or mixed_float16 (7.x), else float32")
     parser.add_argument("--distribute", action="store_true",
                         help="data-parallel training on all local devices (JAX: "
                              "keras.distribution.DataParallel; TensorFlow: MirroredStrategy)")

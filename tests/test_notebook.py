@@ -92,6 +92,23 @@ def run_cell(cell_id, namespace):
     return namespace
 
 
+@pytest.mark.parametrize("gpu, recipe, precision", [
+    (None, "cpu", "float32"),
+    (("Tesla T4", (7, 5)), "fast", "mixed_float16"),   # Colab's free GPU: no bfloat16 units
+    (("NVIDIA A100-SXM4-40GB", (8, 0)), "fast", "mixed_bfloat16"),
+], ids=["no-gpu", "t4", "a100"])
+def test_the_recipe_cell_chooses_the_scripts_precision(gpu, recipe, precision, monkeypatch):
+    """The notebook's precision is model_utils.auto_precision's, whatever the backend."""
+    from network import model_utils
+    from network.core import runtime
+
+    devices = [runtime.Device("jax", "GPU", *gpu)] if gpu else []
+    monkeypatch.setattr(runtime, "accelerator_devices", lambda backend=None: devices)
+    monkeypatch.setattr(model_utils, "gpu_available", lambda: bool(devices))
+    namespace = run_cell("recipe", {"RECIPE": None, "QUICK": False})
+    assert (namespace["recipe_name"], namespace["PRECISION"]) == (recipe, precision)
+
+
 @pytest.fixture
 def colab(monkeypatch):
     """A stand-in for ``google.colab``: ``files.upload`` returns what ``uploads`` holds,

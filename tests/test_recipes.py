@@ -55,17 +55,37 @@ def restore_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_auto_precision_is_float32_without_a_gpu(restore_policy, monkeypatch):
-    from network import model_utils
-    from network.model_utils import set_precision
+def test_auto_precision_follows_the_recipe_and_the_gpu(restore_policy, monkeypatch):
+    """The fast recipe trains in the precision runtime.precision_for gives the GPU; the
+    other recipes, and a machine without a GPU, in float32; an explicit choice wins."""
+    from network.core import runtime
+    from network.model_utils import auto_precision, set_precision
 
-    monkeypatch.setattr(model_utils, "gpu_available", lambda: False)
-    assert set_precision("auto", RECIPES["fast"]) == "float32"
-    monkeypatch.setattr(model_utils, "gpu_available", lambda: True)
-    assert set_precision("auto", RECIPES["fast"]) == "mixed_bfloat16"
-    assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-    assert set_precision("auto", RECIPES["cpu"]) == "float32"  # a CPU recipe stays float32
-    assert set_precision("float32", RECIPES["fast"]) == "float32"  # an explicit choice wins
+    t4, a100 = (runtime.Device("jax", "GPU", name, capability)
+                for name, capability in (("Tesla T4", (7, 5)), ("NVIDIA A100", (8, 0))))
+    assert auto_precision(RECIPES["fast"], [t4]) == "mixed_float16"
+    assert auto_precision(RECIPES["fast"], [a100]) == "mixed_bfloat16"
+    assert auto_precision(RECIPES["fast"], []) == "float32"
+    assert auto_precision(RECIPES["cpu"], [a100]) == auto_precision(RECIPES["lab"], [t4]) == (
+        "float32")
+    monkeypatch.setattr(runtime, "accelerator_devices", lambda backend: [t4])
+    assert set_precision("auto", RECIPES["fast"]) == "mixed_float16"
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    assert set_precision("float32", RECIPES["fast"]) == "float32"
+
+
+@pytest.mark.parametrize("policy, scaled", [("mixed_float16", True),
+                                             ("mixed_bfloat16", False)])  # float32's range
+def test_float16_training_scales_its_loss(policy, scaled, restore_policy):
+    """Under mixed_float16, compile_for_recipe's optimizers (AdamW, and the lab's Adam) are
+    wrapped in Keras's LossScaleOptimizer, so small gradients do not underflow to 0."""
+    from network.model_utils import build_for_recipe, compile_for_recipe
+
+    keras.mixed_precision.set_global_policy(policy)
+    for recipe in ("fast", "lab"):
+        model = build_for_recipe(recipe_with("fast", width=0.0625), 100)
+        compile_for_recipe(model, RECIPES[recipe], steps_per_epoch=10)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == scaled
 
 
 @pytest.fixture

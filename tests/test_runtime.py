@@ -141,9 +141,67 @@ def test_training_starts_quietly_and_says_when_there_is_no_gpu(backend, backend_
     line = next(line for line in result.stdout.splitlines() if line.startswith("Running on"))
     name = runtime.BACKEND_NAMES[backend]
     assert re.fullmatch(rf"Running on {name}, (CPU \(\d+ cores?; no GPU found\), float32"
-                        r"|GPU: .+, mixed_bfloat16)", line), line
+                        r"|GPU: .+, mixed_b?float16)", line), line
     if backend != "tensorflow":
         assert "tensorflow" not in result.backends  # saving .h5 checkpoints needs none of it
+
+
+# --- The precision to train in -----------------------------------------------------------
+# One decision for every backend, from what the backend says of its devices.
+
+# (kind, name, compute capability) as a backend describes a device
+H100, A100 = ("GPU", "NVIDIA H100 80GB HBM3", (9, 0)), ("GPU", "NVIDIA A100-SXM4-40GB", (8, 0))
+T4, V100 = ("GPU", "Tesla T4", (7, 5)), ("GPU", "Tesla V100-SXM2-16GB", (7, 0))
+GTX_1060 = ("GPU", "NVIDIA GeForce GTX 1060 6GB", (6, 1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("devices, policy", [
+    ([], "float32"),                                     # a CPU: nothing listed
+    ([("CPU", "CPU", None)], "float32"),                 # JAX lists its CPU device
+    ([H100], "mixed_bfloat16"), ([A100], "mixed_bfloat16"),
+    ([T4], "mixed_float16"), ([V100], "mixed_float16"),  # tensor cores without bf16
+    ([GTX_1060], "float32"),                             # no tensor cores: 16 bits gain nothing
+    ([("GPU", runtime.APPLE_MPS, None)], "float32"),
+    ([("GPU", "a GPU that reports no capability", None)], "mixed_float16"),
+    ([("TPU", "TPU v4", None)], "mixed_bfloat16"),
+    ([A100, T4], "mixed_float16"), ([H100, GTX_1060], "float32"),  # what suits them all
+], ids=["cpu", "jax-cpu", "h100", "a100", "t4", "v100", "gtx1060", "apple", "unknown", "tpu",
+        "a100+t4", "h100+gtx1060"])
+def test_precision_for_each_device(backend, devices, policy):
+    assert runtime.precision_for([runtime.Device(backend, *d) for d in devices]) == policy
+
+
+@pytest.mark.parametrize("backend, reported", [
+    ("tensorflow", (7, 5)),   # tf.config.experimental.get_device_details
+    ("jax", "7.5"),           # jax Device.compute_capability
+    ("torch", (7, 5)),        # torch.cuda.get_device_capability
+])
+def test_each_backends_capability_is_read_alike(backend, reported, monkeypatch):
+    monkeypatch.setattr(runtime, "_backend_devices", lambda b: [("GPU", "Tesla T4", reported)])
+    monkeypatch.setattr(runtime, "nvidia_smi_capability", lambda: pytest.fail("not needed"))
+    assert runtime.accelerator_devices(backend) == [runtime.Device(backend, *T4)]
+    assert runtime.precision_for(runtime.accelerator_devices(backend)) == "mixed_float16"
+
+
+def test_nvidia_smi_answers_when_the_backend_does_not(tmp_path, monkeypatch):
+    """Its lowest capability, which suits whichever GPU the backend uses."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n[ \"$1\" = --query-gpu=compute_cap ] && printf '8.6\\n7.5\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert runtime.nvidia_smi_capability() == (7, 5)
+    monkeypatch.setattr(runtime, "_backend_devices", lambda b: [("GPU", "Tesla T4", None),
+                                                                ("GPU", runtime.APPLE_MPS, None)])
+    assert [d.capability for d in runtime.accelerator_devices("jax")] == [(7, 5), None]
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert runtime.nvidia_smi_capability() is None
+
+
+@pytest.mark.parametrize("value, parsed", [((8, 6), (8, 6)), ("8.6", (8, 6)), ("9.0\n", (9, 0)),
+                                           ("gfx90a", None), (None, None), ("", None)])
+def test_capabilities_as_the_libraries_give_them(value, parsed):
+    assert runtime.parse_capability(value) == parsed
 
 
 # --- The start-up line and the GPU hint ---------------------------------------------------

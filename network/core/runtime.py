@@ -1,15 +1,17 @@
 """What the scripts run on: backend set-up, a quiet start and a one-line summary.
 
-Every script calls, in this order:
+Every script starts in this order, and so with one line saying what it runs on:
 
     runtime.setup_backend_env()   # first thing: environment for the backend
-    ...                           # options and paths are checked without Keras
+    ...                           # options, paths and data are checked without Keras
     runtime.start()               # imports Keras quietly, prints the line below
 
-and so starts with one line saying what it runs on, e.g.
-
     Running on TensorFlow, CPU (2 cores), float32
-    Running on JAX, GPU: NVIDIA H100 80GB HBM3 (1), mixed_bfloat16
+    Running on JAX, GPU: Tesla T4 (1), mixed_float16
+
+train_model does ``start()``'s two halves itself, so that the line names the
+precision it chose: it imports Keras, sets the precision (``precision_for`` the
+GPU), then calls ``announce(precision, training=True)``.
 
 Importing ``network`` itself changes nothing in the process: the environment
 is only prepared when a script runs. In a notebook, call
@@ -22,9 +24,11 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from network.core.files import cache_dir
@@ -234,39 +238,137 @@ def compute_devices(backend=None):
     backend's own library is asked (Keras itself is not imported); TensorFlow's
     physical devices are listed, which leaves its runtime uninitialised.
     """
-    backend = backend or configured_backend()
+    return [(kind, name) for kind, name, _ in _listed_devices(backend)] or [("CPU", "CPU")]
+
+
+def _listed_devices(backend=None):
+    """(kind, name, compute capability as the library gives it) for each device the
+    backend computes on; empty when it lists none (or fails to)."""
     try:
-        found = _backend_devices(backend)
+        return _backend_devices(backend or configured_backend())
     except Exception:  # a library that cannot list its devices leaves only the CPU
-        found = []
-    return found or [("CPU", "CPU")]
+        return []
 
 
 def _backend_devices(backend):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return [("GPU", tf.config.experimental.get_device_details(d).get("device_name", "GPU"))
-                for d in tf.config.list_physical_devices("GPU")]
+        details = [tf.config.experimental.get_device_details(d)
+                   for d in tf.config.list_physical_devices("GPU")]
+        return [("GPU", d.get("device_name", "GPU"), d.get("compute_capability"))
+                for d in details]
     if backend == "jax":
         import jax
 
-        return [(d.platform.upper(), "CPU" if d.platform == "cpu" else d.device_kind)
+        return [(d.platform.upper(), "CPU" if d.platform == "cpu" else d.device_kind,
+                 getattr(d, "compute_capability", None))  # "8.6" on CUDA devices only
                 for d in jax.devices()]  # the accelerators, or else the CPU devices
     if backend == "torch":
         import torch
 
         if torch.cuda.is_available():
-            return [("GPU", torch.cuda.get_device_name(i))
+            return [("GPU", torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i))
                     for i in range(torch.cuda.device_count())]
         if torch.backends.mps.is_available():
-            return [("GPU", APPLE_MPS)]
+            return [("GPU", APPLE_MPS, None)]
     return []
 
 
 def accelerators(backend=None):
     """The GPUs (or TPUs) among :func:`compute_devices`; empty on a CPU."""
     return [device for device in compute_devices(backend) if device[0] != "CPU"]
+
+
+# --- The precision to train in ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Device:
+    """What the training precision depends on: the backend, the kind of device ("GPU",
+    "TPU" or "CPU"), its name, and an NVIDIA GPU's CUDA compute capability, e.g. (7, 5)
+    for a T4 (None when unknown)."""
+
+    backend: str
+    kind: str
+    name: str = ""
+    capability: tuple | None = None
+
+
+BFLOAT16_FROM = (8, 0)  # Ampere (A100, RTX 30xx) on: tensor cores with bfloat16
+FLOAT16_FROM = (7, 0)   # Volta and Turing (V100, T4, RTX 20xx): tensor cores, float16 only
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")  # from the least demanding up
+
+
+def precision_for(devices):
+    """The Keras dtype policy for mixed-precision training on ``devices`` (:class:`Device`
+    descriptions), the one decision of the scripts and the notebook on every backend:
+
+    - ``mixed_bfloat16`` on an NVIDIA GPU of compute capability 8.0 or more, and on a
+      TPU: float32's range, so no loss scaling;
+    - ``mixed_float16`` on capability 7.x (Colab's T4, a V100), whose tensor cores have
+      no bfloat16 (emulated, it is slower than float32); Keras's ``compile`` then wraps
+      the optimizer in a ``LossScaleOptimizer``, so small gradients do not underflow.
+      Also for a GPU whose capability is unknown: every CUDA GPU computes in float16;
+    - ``float32`` on a CPU, on Apple's GPU (MPS), and below capability 7.0 (the
+      manual's GTX 1060 is 6.1): 16 bits gain nothing there.
+
+    Several devices train in the policy that suits every one of them.
+    """
+    chosen = [_device_precision(device) for device in devices]
+    return min(chosen, key=POLICIES.index) if chosen else "float32"
+
+
+def _device_precision(device):
+    if device.kind == "TPU":
+        return "mixed_bfloat16"
+    if device.kind != "GPU" or device.name == APPLE_MPS:
+        return "float32"
+    if device.capability is None:
+        return "mixed_float16"
+    if tuple(device.capability) >= BFLOAT16_FROM:
+        return "mixed_bfloat16"
+    return "mixed_float16" if tuple(device.capability) >= FLOAT16_FROM else "float32"
+
+
+def accelerator_devices(backend=None):
+    """The backend's GPUs (or TPUs) as :class:`Device` descriptions, with the compute
+    capability the backend reports, else nvidia-smi's; empty on a CPU."""
+    backend = backend or configured_backend()
+    devices = [Device(backend, kind, name, parse_capability(capability))
+               for kind, name, capability in _listed_devices(backend) if kind != "CPU"]
+    if any(d.capability is None and d.kind == "GPU" and d.name != APPLE_MPS for d in devices):
+        fallback = nvidia_smi_capability()
+        devices = [Device(d.backend, d.kind, d.name, d.capability or fallback)
+                   if d.kind == "GPU" and d.name != APPLE_MPS else d for d in devices]
+    return devices
+
+
+def parse_capability(value):
+    """A compute capability as a tuple of ints, from (8, 6), "8.6" or "8.6\n"; None
+    for anything else (a ROCm architecture name, a missing value)."""
+    if value is None:
+        return None
+    parts = value.strip().split(".") if isinstance(value, str) else list(value)
+    try:
+        return tuple(int(part) for part in parts) or None
+    except (TypeError, ValueError):
+        return None
+
+
+def nvidia_smi_capability():
+    """The lowest compute capability among this machine's NVIDIA GPUs, as nvidia-smi
+    reports it (drivers since 2021), so that it suits whichever of them the backend
+    uses; None without nvidia-smi or an answer."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        listed = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = [c for c in map(parse_capability, listed.split()) if c is not None]
+    return min(found) if found else None
 
 
 def format_description(backend, devices, cores, precision, training=False):

@@ -59,7 +59,7 @@ class Recipe:
                           default=1.0)
     crop_padding: int = 4         # ResNet-9 augmentation: random crop after padding (pixels)
     stem_stride: int = 1          # ResNet-9: 2 halves the resolution at the first layer
-    mixed_precision: bool = False  # bf16 when a GPU is present
+    mixed_precision: bool = False  # 16-bit on a GPU: bf16 or fp16 (runtime.precision_for)
     minutes: float | None = option(
         "train for as many epochs as fit in this many minutes on this machine; "
         "--epochs sets a fixed number instead", default=None)  # None: ``epochs``
@@ -92,9 +92,10 @@ RECIPES = {
     "lab": Recipe("lab", "lab_cnn", epochs=100, batch_size=64, learning_rate=1e-4,
                   val_split=0.2, patience=10),
     # ResNet-9 at twice the classic width for a GPU: crop + flip augmentation,
-    # AdamW with warm-up and cosine decay, label smoothing, bf16, a fixed
-    # schedule. 2 % of the training images are held out to calibrate the
-    # probabilities and to show a validation curve (they play no other part).
+    # AdamW with warm-up and cosine decay, label smoothing, 16-bit mixed
+    # precision (bf16, or fp16 on a GPU older than Ampere), a fixed schedule.
+    # 2 % of the training images are held out to calibrate the probabilities
+    # and to show a validation curve (they play no other part).
     "fast": Recipe("fast", "resnet9", epochs=30, batch_size=512, learning_rate=2e-3,
                    val_split=0.02, optimizer="adamw", warmup_epochs=3, weight_decay=0.05,
                    label_smoothing=0.2, width=2.0, mixed_precision=True),
