@@ -16,12 +16,16 @@ and saves, in the output folder (default ``reports/``):
   confidence;
 - ``reliability_diagram.png``: accuracy against confidence before and after
   calibration (the temperature saved beside the model by training), with the
-  expected calibration error (ECE) of each;
+  expected calibration error (ECE) of each (its numbers are in metrics.json);
+- ``figure_data.npz``: the 32 test images of the two grids with their labels, so
+  that make_report draws its own copies of the figures in the report's language
+  (the PNG files here stay English);
 - ``logs/evaluate_model.log``: what it printed, for the lab report.
 
 Usage:
 
     python -m network.evaluate_model
+    python -m network.evaluate_model --quick       # the quick try's model, in reports/quick/
     python -m network.evaluate_model --model-path models/best_model.h5 --subset 1000 --tta
 """
 
@@ -38,9 +42,10 @@ from network.core import cli, runtime
 from network.core.console_log import logged
 from network.core.errors import LabError
 from network.core.files import write_json_atomic, write_text_atomic
-from network.data_utils import load_cifar100
+from network.data_utils import NUM_CLASSES, load_cifar100
 
 NUM_SAMPLES = 16
+FIGURE_DATA = "figure_data.npz"
 
 
 def parse_args(argv=None):
@@ -56,8 +61,9 @@ def parse_args(argv=None):
     parser.add_argument("--print-report", action="store_true",
                         help="also print the per-class report (100 rows; it is always "
                              "saved in classification_report.txt)")
-    cli.add_common_arguments(parser)
+    cli.add_common_arguments(parser, quick=True)
     args = parser.parse_args(argv)
+    cli.apply_quick(args)  # --quick: the quick run's model, and its outputs apart
     cli.ensure_writable_dir(parser, args.output_dir, "output folder")
     return args
 
@@ -91,6 +97,7 @@ OUTPUTS = (
     ("test_samples.png", f"{NUM_SAMPLES} random test images, true and predicted class"),
     ("confident_mistakes.png", f"the {NUM_SAMPLES} most confident wrong predictions"),
     ("reliability_diagram.png", "calibration: accuracy against confidence, before/after"),
+    ("figure_data.npz", "the images the figures show, for the lab report's own copies"),
 )
 
 
@@ -102,9 +109,15 @@ def print_summary(metrics, out):
     if "tta" in metrics:
         tta = metrics["tta"]
         print(f"With flip TTA: accuracy {tta['accuracy']:.2%}, top-5 {tta['top5_accuracy']:.2%}")
+    from network.analysis.calibration import chance_sentence, near_chance
+
     cal = metrics["calibration"]
-    print(f"Calibration error (ECE): {cal['ece']:.1%} as trained, {cal['ece_calibrated']:.1%} "
-          f"with temperature {cal['temperature']:.2f} ({cal['fitted_on']})")
+    if near_chance(metrics["accuracy"], NUM_CLASSES):  # its ECE would only puzzle
+        print(chance_sentence(metrics["accuracy"], NUM_CLASSES))
+    else:
+        print(f"Calibration error (ECE): {cal['ece']:.1%} as trained, "
+              f"{cal['ece_calibrated']:.1%} with temperature {cal['temperature']:.2f} "
+              f"({cal['fitted_on']})")
     print(f"Saved in {cli.display_path(out)}:")
     width = max(len(name) for name, _ in OUTPUTS)
     for name, what in OUTPUTS:
@@ -132,11 +145,12 @@ def calibrate(probs, labels, args, out, show):
     if calibration_path(args.model_path).is_file():
         temperature = load_temperature(args.model_path)
         calibrated = apply_temperature(probs, temperature)
-        reliability_diagram(probs, calibrated, labels, figure, temperature=temperature,
-                            show=show)
+        drawn = reliability_diagram(probs, calibrated, labels, figure, temperature=temperature,
+                                    show=show)
         return calibrated, {"temperature": temperature, "fitted_on": "held-out training images",
                             "ece": expected_calibration_error(probs, labels),
-                            "ece_calibrated": expected_calibration_error(calibrated, labels)}
+                            "ece_calibrated": expected_calibration_error(calibrated, labels),
+                            "reliability": drawn}
     if len(labels) < 2:
         raise LabError("calibration needs at least 2 test images: raise --subset")
     summary = calibration_summary(probs, labels, figure, seed=args.seed, show=show)
@@ -175,8 +189,20 @@ def save_tables(labels, predicted, confidence, names, out):
     return report_text
 
 
+def save_figure_data(path, images, labels, predicted, chosen, worst, confidence):
+    """The test images and labels that test_samples.png and confident_mistakes.png show, so
+    that make_report can draw them again in the report's language without the data set."""
+    from network.core.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        np.savez_compressed(file, samples_images=images[chosen], samples_true=labels[chosen],
+                            samples_predicted=predicted[chosen], mistakes_images=images[worst],
+                            mistakes_true=labels[worst], mistakes_predicted=predicted[worst],
+                            mistakes_confidence=confidence[worst])
+
+
 def save_figures(images, labels, predicted, data, args, show):
-    """The confusion matrix and the random test images."""
+    """The confusion matrix and the random test images; returns the images' indices."""
     from sklearn.metrics import confusion_matrix
 
     from network.analysis.metrics import plot_confusion_matrix, plot_test_samples
@@ -188,6 +214,7 @@ def save_figures(images, labels, predicted, data, args, show):
     chosen = pick_samples(len(labels), args.seed)
     plot_test_samples(images[chosen], [names[i] for i in labels[chosen]],
                       [names[i] for i in predicted[chosen]], out / "test_samples.png", show=show)
+    return chosen
 
 
 @logged("evaluate_model", parse_args)  # what it prints also goes to logs/evaluate_model.log
@@ -213,7 +240,8 @@ def main(argv=None):
     model = load_model(args.model_path)
     images, labels = data.x_test[:count], data.y_test[:count]
     out = args.output_dir
-    print(f"Evaluating {cli.display_path(args.model_path)} on {count} test images")
+    print(f"Evaluating {cli.display_path(args.model_path)} on "
+          f"{cli.plural(count, 'test image')}")
     probs, metrics = score(model, images, labels, data.coarse_test[:count],
                            data.fine_to_coarse, args)
 
@@ -221,13 +249,15 @@ def main(argv=None):
     predicted = probs.argmax(axis=1)
     confidence = calibrated.max(axis=1)
     worst = confident_mistakes(labels, predicted, confidence, k=NUM_SAMPLES)
-    plot_confident_mistakes(images, worst, labels, predicted, confidence, data.fine_names,
+    plot_confident_mistakes(images[worst], np.arange(len(worst)), labels[worst],
+                            predicted[worst], confidence[worst], data.fine_names,
                             out / "confident_mistakes.png", show=show)
     metrics["confident_mistakes"] = mistakes_summary(labels, predicted, worst,
                                                      data.fine_to_coarse)
     write_json_atomic(out / "metrics.json", metrics)
     report_text = save_tables(labels, predicted, confidence, data.fine_names, out)
-    save_figures(images, labels, predicted, data, args, show)
+    chosen = save_figures(images, labels, predicted, data, args, show)
+    save_figure_data(out / FIGURE_DATA, images, labels, predicted, chosen, worst, confidence)
 
     if args.print_report:
         print(report_text)

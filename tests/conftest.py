@@ -260,6 +260,36 @@ def backend_check(backend, backend_checks):
     return backend_checks[backend]
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save (still saved as PNG files), to inspect their
+    texts and sizes."""
+    from network.analysis import calibration, explain, metrics
+
+    figures = []
+
+    def keep(save):
+        def saving(fig, path, show=False):
+            figures.append(fig)
+            save(fig, path, show)
+        return saving
+
+    for module in (metrics, explain, calibration):
+        monkeypatch.setattr(module, "save_figure", keep(module.save_figure))
+    return figures
+
+
+def figure_texts(fig):
+    """Every text a figure shows: titles, labels, tick labels, legends, texts, colour bars."""
+    texts = list(fig.texts) + ([fig._suptitle] if fig._suptitle else [])
+    for ax in fig.axes:
+        texts += [ax.title, *ax.texts, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(),
+                  *ax.get_yticklabels(), *(ax.get_legend().get_texts() if ax.get_legend() else [])]
+        texts += [child for child in ax.get_children()
+                  if type(child).__name__ == "Annotation"]   # bar labels
+    return [t.get_text() for t in texts if t.get_visible() and t.get_text()]
+
+
 def summary_of(reports):
     """A training run's train_summary.json."""
     return json.loads((Path(reports) / "train_summary.json").read_text())

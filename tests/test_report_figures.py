@@ -5,29 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import figure_texts
 from fake_cifar import COARSE_NAMES, FINE_NAMES, FINE_TO_COARSE
 from network.analysis import explain, metrics
-from network.report.gather import PRINT_WIDTH_CM
+from network.report.style import PRINT_WIDTH_CM
+from network.report.text import ClassNames, Words, catalogue
 
 matplotlib.use("Agg")
 PRINTED_IN = PRINT_WIDTH_CM / 2.54
 MIN_PT = 9
-
-
-@pytest.fixture
-def drawn(monkeypatch):
-    """The figures the plot functions save (still saved as PNG files)."""
-    figures = []
-
-    def keep(save):
-        def saving(fig, path, show=False):
-            figures.append(fig)
-            save(fig, path, show)
-        return saving
-
-    monkeypatch.setattr(metrics, "save_figure", keep(metrics.save_figure))
-    monkeypatch.setattr(explain, "save_figure", keep(explain.save_figure))
-    return figures
 
 
 def renderer_of(fig):
@@ -145,3 +131,74 @@ def test_heat_overlay_is_scaled_to_its_maximum():
     cool = explain.overlay_heatmap(photo, small, vmax=0.6)[10, 10]
     hot = explain.overlay_heatmap(photo, small, vmax=0.05)[10, 10]
     assert cool[2] > cool[0] and hot[0] > hot[2]
+
+
+# --- In the report's language --------------------------------------------------------
+
+UK, EN = Words("uk"), Words("en")
+UK_NAMES = ClassNames("uk")
+
+
+def english_words(texts):
+    """The English figure words (of en.json) that appear in ``texts``."""
+    words = {line.split(":")[0].strip() for key, text in catalogue("en").items()
+             if key.startswith("figure.") and isinstance(text, str)
+             for line in text.split("\n") if len(line.split(":")[0].strip()) > 3}
+    words.discard("{verdict}")
+    return sorted(w for w in words if "{" not in w and any(w in t for t in texts))
+
+
+def test_ukrainian_figures_take_every_text_from_the_catalogue(drawn, tmp_path):
+    """Each figure the report embeds, drawn in Ukrainian: its texts are uk.json's
+    (with the Ukrainian class names given), never the English ones."""
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [4.6, 4.5], "accuracy": [0.01, 0.03],
+                            "val_loss": [4.6, 4.55], "val_accuracy": [0.01, 0.02]})
+    metrics.plot_history(history, tmp_path / "curves.png", w=UK)
+    images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    shown = [UK_NAMES.show(n) for n in ("apple", "sweet_pepper")]
+    metrics.plot_test_samples(images, shown, shown[::-1][:1] + shown[1:], tmp_path / "s.png",
+                              w=UK)
+    explain.plot_confident_mistakes(images, [0, 1], [0, 1], [1, 0], [0.9, 0.8],
+                                    shown, tmp_path / "m.png", w=UK)
+    photo = np.full((64, 64, 3), 128, dtype=np.uint8)
+    explain.plot_explained_top5(photo, np.zeros((32, 32), np.float32), shown * 2 + shown[:1],
+                                np.array([0.3, 0.2, 0.1, 0.05, 0.01]), tmp_path / "o.png",
+                                title="фото.jpg", w=UK)
+    local = np.where(FINE_TO_COARSE < 1, 0, -1)
+    metrics.plot_confusion_matrix(np.eye(100, dtype=int), FINE_NAMES, COARSE_NAMES[:1], local,
+                                  tmp_path / "c.png", cols=3, block=(2.2, 2.2),
+                                  title_size=None, w=UK)
+    from network.analysis.calibration import plot_reliability, reliability_bins
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(5), 50)
+    plot_reliability(reliability_bins(probs, probs, rng.integers(0, 5, 50), temperature=1.5),
+                     tmp_path / "r.png", w=UK)
+    curves, samples, mistakes, own, confusion, reliability = map(figure_texts, drawn)
+    for texts in (curves, samples, mistakes, own, confusion, reliability):
+        assert not english_words(texts), english_words(texts)
+
+    assert UK("figure.curves.title") in curves and UK("figure.curves.epoch") in curves
+    assert UK("figure.curves.validation_loss") in curves
+    verdicts = [t.split("\n")[0] for t in samples if "\n" in t]
+    assert verdicts == [f"\u2717 {UK('figure.samples.wrong')}",     # apple as sweet pepper
+                        f"\u2713 {UK('figure.samples.right')}"]
+    assert any(f"Справжній: {shown[0]}" in t for t in samples)
+    assert any(t.startswith("Справжній: яблуко\nПередбачено: солодкий") for t in mistakes)
+    assert any("80,0\u00a0%" in t for t in mistakes)               # the report's number style
+    assert UK("figure.top5.title") in own and UK("figure.top5.drop") in own
+    assert UK("figure.top5.where", name=shown[0]) in own
+    assert UK("figure.top5.nothing", count=1) in own
+    assert "30,0\u00a0%" in own and "фото.jpg" in own
+    assert UK("figure.confusion.elsewhere") in confusion
+    assert UK("figure.confusion.scale") in confusion
+    assert UK("figure.reliability.title") in reliability
+    assert any(t.startswith("Після (T = 1,50): ECE") for t in reliability)
+
+
+def test_english_figures_are_the_scripts_own(drawn, tmp_path):
+    """Without a language the scripts draw English, from en.json."""
+    images = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    metrics.plot_test_samples(images, ["cat"], ["dog"], tmp_path / "s.png")
+    texts = figure_texts(drawn[0])
+    assert EN("figure.samples.title") in texts
+    assert any(t.startswith("\u2717 wrong\nTrue: cat\nPredicted: dog") for t in texts)

@@ -48,6 +48,9 @@ from network.core.files import file_digest, save_figure, write_json_atomic
 
 BINS = 15
 T_RANGE = (0.05, 20.0)
+# Below 3x chance a model's confidence means nothing yet: it is told so plainly, without
+# temperatures and ECEs that would only puzzle.
+CHANCE_FACTOR = 3
 # float32 softmax outputs can underflow to 0; the smallest normal float32 is the floor of
 # the log-probabilities that temperature scaling divides. (The NLL reported is
 # metrics.cross_entropy, the same measure as the test loss.)
@@ -201,9 +204,9 @@ def calibration_summary(probs, labels, path=None, folds=2, seed=0, show=False):
     probs, labels = _check(probs, labels)
     calibrated, fold_temperatures = cross_fitted(probs, labels, folds, seed)
     temperature = fit_temperature(probs, labels)
+    drawn = reliability_bins(probs, calibrated, labels, temperature=temperature)
     if path is not None:
-        reliability_diagram(probs, calibrated, labels, path, temperature=temperature,
-                            show=show)
+        plot_reliability(drawn, path, show=show)
     return {
         "images": int(len(labels)),
         "bins": BINS,
@@ -213,6 +216,7 @@ def calibration_summary(probs, labels, path=None, folds=2, seed=0, show=False):
         "ece_calibrated": expected_calibration_error(calibrated, labels),
         "nll": cross_entropy(probs, labels),
         "nll_calibrated": cross_entropy(calibrated, labels),
+        "reliability": drawn,
     }
 
 
@@ -220,35 +224,64 @@ def reliability_diagram(probs_before, probs_after, labels, path, bins=BINS, temp
                         show=False):
     """Accuracy against confidence before and after calibration, with the diagonal.
 
+    Draws ``plot_reliability`` from the probabilities and returns what it drew
+    (``reliability_bins``), so that the lab report can draw it again in its language.
+    """
+    drawn = reliability_bins(probs_before, probs_after, labels, bins, temperature)
+    plot_reliability(drawn, path, show=show)
+    return drawn
+
+
+def reliability_bins(probs_before, probs_after, labels, bins=BINS, temperature=None):
+    """The reliability diagram's numbers, as JSON-ready lists (empty bins: None)."""
+    def side(probs):
+        counts, accuracy, confidence = bin_statistics(probs, labels, bins)
+        return {"count": counts.tolist(), "ece": _ece(counts, accuracy, confidence),
+                "accuracy": [None if np.isnan(a) else float(a) for a in accuracy],
+                "confidence": [None if np.isnan(c) else float(c) for c in confidence]}
+
+    return {"temperature": temperature, "before": side(probs_before), "after": side(probs_after)}
+
+
+def plot_reliability(drawn, path, show=False, w=None):
+    """The reliability diagram of ``reliability_bins``.
+
     Above: each non-empty bin's mean confidence and accuracy (on the diagonal
     means calibrated; above it under-confident, below it over-confident).
     Below: the share of images per bin, so sparse bins are seen for what they
-    are. The legend gives both ECEs.
+    are. The legend gives both ECEs. Texts come from ``w`` (English by default).
     """
     import matplotlib.pyplot as plt
 
+    from network.report.text import english
+
+    w = w or english()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 1]})
-    top.plot([0, 1], [0, 1], "--", color="grey", label="Perfect calibration")
-    after_name = "After" if temperature is None else f"After (T = {temperature:.2f})"
-    edges = np.linspace(0, 1, bins + 1)
-    for probs, name, colour in ((probs_before, "Before", "tab:red"),
-                                (probs_after, after_name, "tab:blue")):
-        counts, accuracy, confidence = bin_statistics(probs, labels, bins)
-        ece = expected_calibration_error(probs, labels, bins)
+    top.plot([0, 1], [0, 1], "--", color="grey", label=w("figure.reliability.perfect"))
+    temperature = drawn.get("temperature")
+    after = (w("figure.reliability.after_temperature", temperature=w.num(temperature, 2),
+               ece="{ece}") if temperature is not None else w("figure.reliability.after",
+                                                              ece="{ece}"))
+    for key, label, colour in (("before", w("figure.reliability.before", ece="{ece}"),
+                                "tab:red"), ("after", after, "tab:blue")):
+        counts = np.asarray(drawn[key]["count"], dtype=np.float64)
+        accuracy = np.array(drawn[key]["accuracy"], dtype=np.float64)   # None -> nan
+        confidence = np.array(drawn[key]["confidence"], dtype=np.float64)
         filled = counts > 0
         top.plot(confidence[filled], accuracy[filled], "o-", color=colour,
-                 label=f"{name}: ECE {ece:.1%}")
-        bottom.stairs(counts / counts.sum(), edges, color=colour, linewidth=2)
+                 label=label.format(ece=w.pct(drawn[key]["ece"])))
+        bottom.stairs(counts / counts.sum(), np.linspace(0, 1, len(counts) + 1), color=colour,
+                      linewidth=2)
     top.set_xlim(0, 1)
     top.set_ylim(0, 1.03)  # bins right every time stay whole on the top edge
-    top.set_ylabel("Accuracy", fontsize=13)
-    top.set_title("Reliability diagram", fontsize=15)
+    top.set_ylabel(w("figure.reliability.accuracy"), fontsize=13)
+    top.set_title(w("figure.reliability.title"), fontsize=15)
     top.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize=11)
-    bottom.set_xlabel("Confidence (top probability)", fontsize=13)
-    bottom.set_ylabel("Images", fontsize=13)
-    bottom.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
+    bottom.set_xlabel(w("figure.reliability.confidence"), fontsize=13)
+    bottom.set_ylabel(w("figure.reliability.images"), fontsize=13)
+    bottom.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: w.pct(v, 0)))
     bottom.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path, show)
@@ -306,13 +339,27 @@ def load_temperature(model_path):
     return float(temperature)
 
 
+def near_chance(accuracy, classes):
+    """Whether a top-1 accuracy is hardly better than guessing (below 3x chance)."""
+    return accuracy < CHANCE_FACTOR / classes
+
+
+def chance_sentence(accuracy, classes, on=""):
+    """The one plain sentence for a model near chance, instead of calibration details;
+    ``on`` says on which images, e.g. " on 40 held-out images"."""
+    return (f"The model is hardly better than chance ({accuracy:.1%} right{on}, chance "
+            f"{1 / classes:.0%}): train longer (more epochs, or all the training images) "
+            "before its confidence means anything.")
+
+
 def calibrate(model, val, model_path):
     """Fit the temperature that makes the saved model's probabilities honest on the
     hold-out images ``val`` (images, labels), save it beside the model and say so in
     one line. Returns it rounded, or None without a hold-out.
 
-    A fit that stops at a bound of its range (a model at chance, or one right on
-    nearly every held-out image) is saved too, and the line says why.
+    A fit that stops at a bound of its range (one right on nearly every held-out
+    image) is saved too, and the line says why. A model near chance on the
+    hold-out gets one plain sentence instead (its temperature is saved all the same).
     """
     from network.analysis.metrics import predict
     from network.model_utils import model_images
@@ -323,5 +370,9 @@ def calibrate(model, val, model_path):
     fit = temperature_fit(predict(model, model_images(model, images)), labels)
     save_temperature(model_path, fit.temperature, fitted_on="validation", images=len(images))
     line = f"Calibrated on {len(images)} held-out images: temperature {fit.temperature:.3f}"
-    print(line if fit.bound is None else f"{line}, but {fit.reason}")
+    if near_chance(fit.accuracy, fit.classes):
+        line = chance_sentence(fit.accuracy, fit.classes, f" on {len(images):,} held-out images")
+    elif fit.bound is not None:
+        line = f"{line}, but {fit.reason}"
+    print(line)
     return round(fit.temperature, 4)

@@ -250,6 +250,8 @@ def plot_confident_mistakes(images, indices, y_true, y_pred, confidence, names, 
     """
     import matplotlib.pyplot as plt
 
+    from network.analysis.metrics import wrap_lines
+
     w = w or english()
     cols = 4
     rows = max(1, math.ceil(len(indices) / cols))
@@ -259,8 +261,9 @@ def plot_confident_mistakes(images, indices, y_true, y_pred, confidence, names, 
         ax.axis("off")
     for ax, i in zip(axes.flat, indices):
         ax.imshow(images[i])
-        ax.set_title(w("figure.mistakes.label", true=names[y_true[i]], predicted=names[y_pred[i]],
-                       probability=w.pct(confidence[i])), fontsize=GRID_FONT, color="red")
+        label = w("figure.mistakes.label", true=names[y_true[i]], predicted=names[y_pred[i]],
+                  probability=w.pct(confidence[i]))
+        ax.set_title(wrap_lines(label, 22), fontsize=GRID_FONT, color="red")
     if len(indices) == 0:
         axes[0, 0].text(0, 0.5, w("figure.mistakes.none"), fontsize=GRID_FONT)
     fig.suptitle(w("figure.mistakes.title"), fontsize=GRID_FONT + 2)

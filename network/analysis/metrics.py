@@ -1,6 +1,15 @@
 """Metrics, tables and figures shared by the training, evaluation and test scripts.
 
-Every figure is saved as PNG (atomically) and shown only when asked.
+Every figure is saved as PNG (atomically) and shown only when asked. Its texts
+come from the report's catalogues (``network/report/locale``): the scripts draw
+them in English, and make_report draws its own copies in the report's language
+by passing ``w=Words("uk")`` and the class names as the report shows them.
+
+Usage:
+
+    from network.analysis.metrics import plot_history
+    plot_history(history, Path("reports/training_curves.png"))              # English
+    plot_history(history, Path("curves_uk.png"), w=Words("uk"))             # Ukrainian
 """
 
 import math
@@ -10,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from network.core.files import save_figure
+from network.report.style import MARKS, MATRIX_RGB, WHITE_TEXT_ABOVE, hex_colour
+from network.report.text import english
 
 
 def predict(model, images, batch_size=256):
@@ -122,7 +133,13 @@ def has_validation(history):
     return "val_loss" in history and history["val_loss"].notna().any()
 
 
-def plot_history(history, path, show=False):
+def wrap_lines(text, width):
+    """Each line of ``text`` wrapped at ``width`` characters: long class names (in any
+    language) take two lines instead of running into the next image's title."""
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+
+
+def plot_history(history, path, show=False, w=None):
     """Loss and accuracy (in %) per epoch, training vs validation, side by side.
 
     Drawn at the width of a printed A4 page (6.6 in), so its text stays at 9 pt
@@ -131,34 +148,34 @@ def plot_history(history, path, show=False):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    w = w or english()
     epochs = epoch_numbers(history)
     fig, axes = plt.subplots(1, 2, figsize=(6.6, 3.1))
-    for ax, metric, title, scale in ((axes[0], "loss", "Loss", 1),
-                                     (axes[1], "accuracy", "Accuracy (%)", 100)):
-        name = title.split(" ")[0].lower()
+    for ax, metric, scale in ((axes[0], "loss", 1), (axes[1], "accuracy", 100)):
         # clip_on=False: a line at 0 % stays visible on the axis.
-        ax.plot(epochs, history[metric] * scale, "o-", label=f"Training {name}", clip_on=False)
+        ax.plot(epochs, history[metric] * scale, "o-", label=w(f"figure.curves.training_{metric}"),
+                clip_on=False)
         if f"val_{metric}" in history:
-            ax.plot(epochs, history[f"val_{metric}"] * scale, "o-", label=f"Validation {name}",
-                    clip_on=False)
-        ax.set_xlabel("Epoch", fontsize=10)
+            ax.plot(epochs, history[f"val_{metric}"] * scale, "o-",
+                    label=w(f"figure.curves.validation_{metric}"), clip_on=False)
+        ax.set_xlabel(w("figure.curves.epoch"), fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 1.5"
         if len(epochs) == 1:  # one point: a tick at it, not a zoomed axis of fractions
             ax.set_xticks(list(epochs), list(map(str, epochs)))
-        ax.set_ylabel(title, fontsize=10)
+        ax.set_ylabel(w(f"figure.curves.{metric}"), fontsize=10)
         ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
     # A chance-level model sits near 1 %: start the axis at 0 so it does not look like 100.
     axes[1].set_ylim(bottom=0)
-    fig.suptitle("Loss and accuracy during training" if has_validation(history) else
-                 "Loss and accuracy on the training images (no validation split)", fontsize=11)
+    fig.suptitle(w("figure.curves.title" if has_validation(history)
+                   else "figure.curves.title_no_validation"), fontsize=11)
     fig.tight_layout()
     save_figure(fig, path, show)
 
 
 def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=False, cols=4,
-                          block=(3.0, 3.1), title_size=15):
+                          block=(3.0, 3.1), title_size=15, w=None):
     """The confusion matrix as one block per superclass, so every class name is legible.
 
     A 100 x 100 matrix at page width leaves a few pixels per class. Each block
@@ -172,7 +189,11 @@ def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=Fa
     10 pt labels stay 10 pt on paper.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap
 
+    w = w or english()
+    # White to the report's blue, as the superclass matrix's cells on the page and in Word.
+    shades = LinearSegmentedColormap.from_list("shares", ["#ffffff", hex_colour(MATRIX_RGB)])
     cm = np.asarray(cm)
     fine_to_coarse = np.asarray(fine_to_coarse)
     totals = cm.sum(axis=1)
@@ -186,27 +207,26 @@ def plot_confusion_matrix(cm, names, coarse_names, fine_to_coarse, path, show=Fa
         block = cm[np.ix_(members, members)]
         counts = np.column_stack([block, totals[members] - block.sum(axis=1)])
         shares = counts / np.maximum(totals[members], 1)[:, None]
-        image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        image = ax.imshow(shares, cmap=shades, vmin=0, vmax=1, aspect="auto")
         for (i, j), count in np.ndenumerate(counts):
             if count:
                 ax.text(j, i, count, ha="center", va="center", fontsize=9,
-                        color="white" if shares[i, j] > 0.55 else "black")
+                        color="white" if shares[i, j] > WHITE_TEXT_ABOVE else "black")
         labels = [names[m] for m in members]
         ax.set_yticks(range(len(members)), labels, fontsize=10)
-        ax.set_xticks(range(len(members) + 1), [*labels, "elsewhere"], fontsize=10,
-                      rotation=40, ha="right", rotation_mode="anchor")
+        ax.set_xticks(range(len(members) + 1), [*labels, w("figure.confusion.elsewhere")],
+                      fontsize=10, rotation=40, ha="right", rotation_mode="anchor")
         # Long names take two lines, so narrow blocks' titles do not run into each other.
         ax.set_title(textwrap.fill(coarse_name.replace("_", " "), 20 if cols < 4 else 40),
                      fontsize=11, fontweight="bold")
     fig.colorbar(image, ax=axes, location="bottom", shrink=0.5, aspect=40, pad=0.01,
-                 label="Share of the true class's test images (numbers: image counts)")
+                 label=w("figure.confusion.scale"))
     if title_size:  # None: the figure's caption says it
-        fig.suptitle("Confusion matrix by superclass (rows: true class, columns: predicted "
-                     "class)", fontsize=title_size)
+        fig.suptitle(w("figure.confusion.title"), fontsize=title_size)
     save_figure(fig, path, show)
 
 
-def plot_test_samples(images, true_names, pred_names, path, show=False):
+def plot_test_samples(images, true_names, pred_names, path, show=False, w=None):
     """A grid of images titled with true and predicted names.
 
     Right and wrong differ by a mark, the word and the frame's style, not by
@@ -214,6 +234,7 @@ def plot_test_samples(images, true_names, pred_names, path, show=False):
     """
     import matplotlib.pyplot as plt
 
+    w = w or english()
     cols = 4
     rows = math.ceil(len(images) / cols)
     # The width of a printed A4 page: the 9 pt titles stay 9 pt on paper.
@@ -229,8 +250,10 @@ def plot_test_samples(images, true_names, pred_names, path, show=False):
         ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set(color=color, linewidth=2.5, linestyle="-" if right else (0, (2, 1.5)))
-        verdict = "\u2713 right" if right else "\u2717 wrong"
-        ax.set_title(f"{verdict}\nTrue: {true}\nPredicted: {pred}", fontsize=9, color=color)
-    fig.suptitle("Random test images with true and predicted labels", fontsize=11)
+        verdict = (f"{MARKS['ok']} {w('figure.samples.right')}" if right
+                   else f"{MARKS['bad']} {w('figure.samples.wrong')}")
+        ax.set_title(wrap_lines(w("figure.samples.label", verdict=verdict, true=true,
+                                  predicted=pred), 24), fontsize=9, color=color)
+    fig.suptitle(w("figure.samples.title"), fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.98))  # keep the first row's titles off the suptitle
     save_figure(fig, path, show)

@@ -119,6 +119,11 @@ class Words:
         return str(value)
 
 
+def english():
+    """The English catalogue: the figures' words when no report language is given."""
+    return Words("en")
+
+
 @cache
 def ukrainian_names():
     table = read_catalogue(LOCALE / "class_names_uk.json")
