@@ -27,6 +27,7 @@ Usage:
     python -m network.make_report
     python -m network.make_report --lang uk --docx --student "Ім'я Прізвище" --group "КН-24"
     python -m network.make_report --images my_photos/ --refresh
+    python -m network.make_report --quick        # the quick try's report, reports/quick/
 """
 
 import argparse
@@ -74,15 +75,24 @@ def parse_args(argv=None):
                          ("aim", "the aim (default: the manual's)")):
         report.add_argument(f"--{option}", metavar="TEXT",
                             help=f"title block: {what}; left blank when not given")
-    cli.add_common_arguments(parser, show=False)
+    cli.add_common_arguments(parser, show=False, quick=True)
     # A report is written, not looked at: figures of the steps it runs show only when asked.
     parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=False,
                         help="show the figures of the evaluation and recognition it runs "
                              "(default: no); the report never needs a display")
     args = parser.parse_args(argv)
     args.class_names = args.class_names or args.lang
+    cli.apply_quick(args)  # --quick: the quick run's report, in reports/quick/ (apart)
     cli.ensure_writable_dir(parser, args.output_dir, "output folder")
     return args
+
+
+def training_command(args):
+    """The training command that fits this machine and writes to this output folder."""
+    command = cli.train_command(args.quick)
+    if args.output_dir.resolve() != cli.default_paths(args.quick)[1].resolve():
+        command += f" --output-dir {cli.display_path(args.output_dir)}"
+    return command
 
 
 @logged("make_report", parse_args)
@@ -105,11 +115,12 @@ def main(argv=None):
     write_text_atomic(path, render(report))
     metrics = run["metrics"]
     print(f"Test accuracy {metrics['accuracy']:.1%} (top-5 {metrics['top5_accuracy']:.1%}, "
-          f"superclass {metrics['superclass_accuracy']:.1%}) on {metrics['images']:,} images; "
-          f"{len(run['own'])} own image(s) in the report")
+          f"superclass {metrics['superclass_accuracy']:.1%}) on "
+          f"{cli.plural(metrics['images'], 'image')}; "
+          f"{cli.plural(len(run['own']), 'own image')} in the report")
     if missing:
-        print(f"No training run in {args.output_dir} ({', '.join(missing)} missing): the "
-              "report says how to add it")
+        print(f"No training run in {cli.display_path(args.output_dir)} ({', '.join(missing)} "
+              f"missing): {training_command(args)} adds one (the report says how)")
     print(f"Report written to {path} (open it in any browser, or print it to PDF)")
     if args.docx:
         from network.report.word import write_docx

@@ -23,6 +23,7 @@ Usage:
 
     python -m network.test_model                    # every image in img/
     python -m network.test_model photo.jpg more_photos/
+    python -m network.test_model --quick            # with the quick try's model
 """
 
 import argparse
@@ -73,8 +74,9 @@ def parse_args(argv=None):
         prog="test_model", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", type=Path, default=[PROJECT_ROOT / "img"],
                         help="image files or folders of images (default: img/)")
-    cli.add_common_arguments(parser, data=False, seed=False)
+    cli.add_common_arguments(parser, data=False, seed=False, quick=True)
     args = parser.parse_args(argv)
+    cli.apply_quick(args)  # --quick: the quick run's model, and its outputs apart
     args.output_dir = args.output_dir / "predictions"
     cli.ensure_writable_dir(parser, args.output_dir, "output folder")
     return args
@@ -257,7 +259,7 @@ def report_top5(model, names, readable, charts, previews, inputs, probs, args, s
 
     labels = [cli.display_path(p) for p in readable]
     width = max(len(label) for label in labels) + 1
-    print(f"Top {TOP_K} classes of {len(readable)} image(s):")
+    print(f"Top {TOP_K} classes of {cli.plural(len(readable), 'image')}:")
     rows = []
     for path, label, chart, image, pixels, p in zip(readable, labels, charts, previews, inputs,
                                                     probs):
@@ -298,7 +300,8 @@ def main(argv=None):
     names = load_class_names(args.model_path, num_class=NUM_CLASSES)["fine_label_names"]
     readable, previews, inputs = read_inputs(files, problems)
     if not readable:
-        raise LabError(f"none of the {len(files)} image(s) could be read")
+        raise LabError("the image could not be read" if len(files) == 1 else
+                       f"none of the {len(files):,} images could be read")
     batch = model_images(model, np.stack(inputs))  # in the form the model takes
     # Calibrated probabilities (the temperature saved beside the model; 1 without one).
     probs = apply_temperature(np.asarray(model.predict(batch, verbose=0), dtype=np.float32),
@@ -309,10 +312,10 @@ def main(argv=None):
     table = pd.DataFrame(rows, columns=COLUMNS)
     write_text_atomic(args.output_dir / "predictions.csv", table.to_csv(index=False))
     remove_old_charts(args.output_dir, charts)
-    print(f"Classified {len(readable)} image(s); charts and predictions.csv in "
+    print(f"Classified {cli.plural(len(readable), 'image')}; charts and predictions.csv in "
           f"{cli.display_path(args.output_dir)}")
     if problems:  # missing paths, empty folders and unreadable images
-        print(f"{len(problems)} input(s) could not be classified", file=sys.stderr)
+        print(f"{cli.plural(len(problems), 'input')} could not be classified", file=sys.stderr)
         return 1
     return 0
 

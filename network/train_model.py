@@ -11,12 +11,15 @@ README's results table says what each reaches on which machine.
 Saves the best model to ``models/best_model.h5`` (class names beside it in
 ``class_names.json``) and, in ``reports/``: ``training_curves.png``,
 ``history.csv`` and ``train_summary.json`` (settings, hardware, timings and
-the final test-set score, which plays no part in training).
+the final test-set score, which plays no part in training). A model already
+there is not lost: it moves aside first, with its files, into
+``models/previous/`` (``network/training/previous.py``). ``--quick`` runs, and
+``--subset`` runs, keep to ``models/quick/`` and ``reports/quick/`` instead.
 
 Usage:
 
     python -m network.train_model                       # the lab's recipe
-    python -m network.train_model --subset 2000 --epochs 2   # a quick CPU run
+    python -m network.train_model --quick               # a quick try: models/quick/
     python -m network.train_model --recipe cpu --minutes 30   # 30 minutes on a CPU
     python -m network.train_model --recipe fast         # ResNet-9 x2, best on a GPU
     python -m network.train_model --resume              # continue an interrupted run
@@ -52,6 +55,7 @@ from network.training.recipes import (
 
 RESUME_DIR = "resume"          # inside --output-dir while a run is unfinished
 TRAIN_SIZE = 50_000
+QUICK_SUBSET, QUICK_EPOCHS = 2000, 2  # --quick: a small run, unless the options say otherwise
 
 
 def parse_args(argv=None):
@@ -71,8 +75,18 @@ def parse_args(argv=None):
                         help="continue the interrupted run saved in OUTPUT_DIR/resume")
     parser.add_argument("--restart", action="store_true",
                         help="discard an interrupted run and start afresh")
-    cli.add_common_arguments(parser)
+    cli.add_common_arguments(parser, quick=True)
     args = parser.parse_args(argv)
+    # A --subset run is a quick try too: the quick folders, unless given others.
+    filled = cli.apply_quick(args, implied=args.subset is not None)
+    why = ("Quick run" if args.quick else
+           "A --subset run is a quick try (--no-quick: the real folders)")
+    args.quick_note = cli.quick_note(args, filled, why)
+    if args.quick and not args.resume:  # a resumed run keeps its own settings
+        args.subset = args.subset or QUICK_SUBSET
+        if args.epochs is None and args.minutes is None:
+            args.epochs = QUICK_EPOCHS
+
 
     if args.resume and args.restart:
         parser.error("--resume and --restart exclude each other")
@@ -123,8 +137,8 @@ def split_data(run, data):
     train, val = split_train_val(x_all, y_all, run.recipe.val_split, run.seed)
     if len(train[0]) == 0:
         raise LabError("no training images left after the validation split")
-    print(f"Training on {len(train[0])} images, validating on {len(val[0])} "
-          f"(test set of {len(data.x_test)} kept apart)")
+    print(f"Training on {cli.plural(len(train[0]), 'image')}, validating on {len(val[0]):,} "
+          f"(test set of {len(data.x_test):,} kept apart)")
     return train, val
 
 
@@ -137,7 +151,7 @@ def distribution(run):
     if not run.distribute:
         return contextlib.nullcontext(), 1
     scope, replicas = setup_distribution()
-    print(f"Data-parallel training on {replicas} device(s)")
+    print(f"Data-parallel training on {cli.plural(replicas, 'device')}")
     return scope, replicas
 
 
@@ -274,17 +288,21 @@ def main(argv=None, extra_callbacks=()):
     from network.analysis.calibration import calibration_path
     from network.core.files import write_json_atomic
     from network.model_utils import save_class_names, set_precision
+    from network.training.previous import keep_previous
 
     cli.quiet_keras_warnings()
     precision = set_precision(run.precision, run.recipe)
     runtime.announce(precision, training=True)  # the first line, as in every script
     resume_note(args, run, state)
+    if args.quick_note:  # where a quick run writes, so the real results stay as they are
+        print(args.quick_note)
     note = cpu_advice(run)
     train, val = split_data(run, data)
     keras.utils.set_random_seed(run.seed)
     scope, replicas = distribution(run)
     if replicas > 1:
         train, val = even_split_for(replicas, run.recipe.batch_size, train, val)
+    keep_previous(run.model_path, run.output_dir, resuming=bool(state))  # never lost silently
     save_class_names(run.model_path, data.fine_names, data.coarse_names, data.fine_to_coarse)
     calibration_path(run.model_path).unlink(missing_ok=True)  # it belongs to the old model
 

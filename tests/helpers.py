@@ -25,8 +25,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND_MODULES = ("tensorflow", "jax", "torch", "keras")
 # Never inherited by a child: the real data folder (a test passes it explicitly when it
-# wants it), a display, and TensorFlow's log level (the scripts must set their own).
-NOT_INHERITED = ("CIFAR100_DIR", "DISPLAY", "TF_CPP_MIN_LOG_LEVEL")
+# wants it), a display, TensorFlow's log level (the scripts must set their own), and the
+# quick switch (it would move a script's default folders).
+NOT_INHERITED = ("CIFAR100_DIR", "DISPLAY", "TF_CPP_MIN_LOG_LEVEL", "LAB_QUICK")
 
 
 def child_env(env=None):

@@ -235,7 +235,34 @@ def test_calibrate_without_a_hold_out_or_at_chance(tmp_path, capsys):
     rng = np.random.default_rng(1)
     images, labels = rng.normal(0, 255, size=(400, 10)), rng.integers(0, 10, 400)
     assert calibrate(logit_model(), (images, labels), model_path) == 20.0
+    assert load_temperature(model_path) == 20.0  # saved all the same
+    # One plain sentence, no temperature or bound that would only puzzle.
     (line,) = capsys.readouterr().out.splitlines()
-    assert line.startswith("Calibrated on 400 held-out images: temperature 20.000, but the "
-                           "fit stopped at the upper bound")
-    assert line.endswith("there is nothing to calibrate")
+    assert line.startswith("The model is hardly better than chance (")
+    assert "right on 400 held-out images, chance 10%): train longer" in line
+    assert "temperature" not in line and "bound" not in line
+
+
+def test_a_model_near_chance_is_told_so_in_one_sentence():
+    """Below 3x chance the sentence replaces the calibration details; above, they stay."""
+    from network.analysis.calibration import chance_sentence, near_chance
+
+    assert near_chance(0.029, 100) and not near_chance(0.03, 100)
+    assert chance_sentence(0.012, 100) == (
+        "The model is hardly better than chance (1.2% right, chance 1%): train longer "
+        "(more epochs, or all the training images) before its confidence means anything.")
+
+
+def test_evaluation_near_chance_prints_no_ece(capsys, tmp_path):
+    from network.evaluate_model import print_summary
+
+    metrics = {"accuracy": 0.012, "loss": 4.6, "top5_accuracy": 0.05,
+               "superclass_accuracy": 0.06,
+               "calibration": {"ece": 0.0, "ece_calibrated": 0.0, "temperature": 20.0,
+                               "fitted_on": "held-out training images"}}
+    print_summary(metrics, tmp_path)
+    printed = capsys.readouterr().out
+    assert "hardly better than chance (1.2% right, chance 1%)" in printed
+    assert "ECE" not in printed and "temperature" not in printed
+    print_summary({**metrics, "accuracy": 0.4}, tmp_path)
+    assert "Calibration error (ECE): 0.0% as trained" in capsys.readouterr().out

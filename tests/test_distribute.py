@@ -47,7 +47,7 @@ def jax_two_devices(tmp_path_factory, fake_data):
 def test_distributed_matches_single_device(jax_two_devices, backend_training):
     folder, (result, _) = jax_two_devices
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Data-parallel training on 2 device(s)" in result.stdout
+    assert "Data-parallel training on 2 devices" in result.stdout
 
     summary = summary_of(folder / "multi")
     assert summary["settings"]["replicas"] == 2
@@ -89,7 +89,7 @@ def test_tensorflow_mirrored_strategy_on_two_replicas(fake_data, tmp_path, backe
                                                                "--distribute"))],
                        env={"KERAS_BACKEND": "tensorflow"})[0]
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Data-parallel training on 2 device(s)" in result.stdout
+    assert "Data-parallel training on 2 devices" in result.stdout
 
     summary = summary_of(multi)
     assert summary["settings"]["replicas"] == 2

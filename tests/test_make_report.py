@@ -18,6 +18,7 @@ import pytest
 from conftest import assert_clean_error, run_cli, sample_photos
 from network import PROJECT_ROOT, make_report
 from network.analysis import metrics
+from network.core import cli
 from network.core.errors import LabError
 from network.report import gather, refresh
 
@@ -572,6 +573,7 @@ def test_without_a_training_run_the_report_says_what_is_missing(report, tmp_path
     make_report.main(report_args(out, report["images"], trained["model_path"], fake_data))
     printed = capsys.readouterr().out
     assert "No training run in" in printed and "history.csv, train_summary.json" in printed
+    assert f"{cli.train_command()} --output-dir {out} adds one" in printed  # for this machine
     tree = parse((out / "report.html").read_text(encoding="utf-8"))
     assert [h.all_text() for h in tree.find_all("h2")] == HEADINGS
     training = " ".join(tree.find("section", id="training").all_text().split())

@@ -173,7 +173,7 @@ def test_mixed_folder_exit_status_and_no_traceback(mixed_run):
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert "DecompressionBombWarning" not in result.stderr
-    assert f"{len(UNREADABLE)} input(s) could not be classified" in result.stderr
+    assert f"{len(UNREADABLE)} inputs could not be classified" in result.stderr
 
 
 @pytest.mark.slow
@@ -184,7 +184,7 @@ def test_mixed_folder_classifies_every_readable_image(mixed_run):
         assert (out / f"{name.rsplit('.', 1)[0]}_top5.png").is_file(), name
         top5_line(result.stdout, name)
     check_predictions(out, READABLE)
-    assert f"Classified {len(READABLE)} image(s)" in result.stdout
+    assert f"Classified {len(READABLE)} images" in result.stdout
     assert re.match(r"Running on (TensorFlow|JAX|PyTorch), ", result.stdout), result.stdout
 
 
