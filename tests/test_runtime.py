@@ -6,6 +6,7 @@ the process imported (``helpers.run_steps`` records them) and at its stderr.
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -287,3 +288,31 @@ def test_native_log_lines_are_dropped_and_the_rest_kept(capfd):
                     b"cuDNN factory\n"
                     b"a real problem\n")
     assert capfd.readouterr().err == "a real problem\n"
+
+
+NOISE_LINE = (b"I0000 00:00:1795859843.205337    4839 cudart_stub.cc:31] Could not find cuda "
+              b"drivers on your machine, GPU will not be used.\n")
+AVX_ABORT = (b"The TensorFlow library was compiled to use AVX instructions, but these aren't "
+             b"available on your machine.\n")
+
+
+@pytest.mark.parametrize("ending", ["os.abort()", "os._exit(3)"])
+def test_a_hard_abort_while_tensorflow_imports_keeps_its_message(ending, tmp_path):
+    """An old laptop's TensorFlow logs, says why it cannot run and aborts the process, all
+    inside its import. The import hook of setup_backend_env passes the message on as it
+    comes, so it reaches the terminal (here: the captured stderr), and still drops the log
+    line. A stand-in "tensorflow" package does what the real one does there."""
+    package = tmp_path / "tensorflow"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        f"import os\nos.write(2, {NOISE_LINE!r})\nos.write(2, {AVX_ABORT!r})\n{ending}\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(KERAS_BACKEND="tensorflow", PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    code = ("from network.core import runtime\n"
+            "runtime.setup_backend_env()\n"
+            "import tensorflow\n"
+            "print('never here')\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, timeout=120)
+    assert result.returncode == (-signal.SIGABRT if ending == "os.abort()" else 3), result
+    assert result.stderr == AVX_ABORT and result.stdout == b""

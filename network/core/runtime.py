@@ -26,7 +26,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,11 +176,16 @@ class _QuietLoader:
 
 @contextlib.contextmanager
 def native_log_lines_dropped():
-    """Hold back what is written to stderr (fd 2) inside the block, then pass it on
-    without the native libraries' absl log lines.
+    """Pass on what is written to stderr (fd 2) inside the block as it comes, less the
+    native libraries' absl log lines.
 
     Environment variables cannot silence those lines: they are printed while the
-    libraries load, before TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``.
+    libraries load, before TensorFlow reads ``TF_CPP_MIN_LOG_LEVEL``. Nothing is held
+    back until the block ends, because the block may never end: TensorFlow aborts the
+    whole process on a CPU without the instructions it was built for, and its message
+    saying so must reach the terminal. The lines therefore pass through a pipe to a
+    small filter process, which outlives such an abort. (A thread would not: the import
+    holds the interpreter's lock while the library writes and aborts.)
     """
     if sys.stderr is not None:
         sys.stderr.flush()
@@ -190,21 +194,60 @@ def native_log_lines_dropped():
     except OSError:  # no real stderr (some IDE consoles): nothing to filter
         yield
         return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
+    try:
+        line_filter, write_end = _start_line_filter(saved)
+    except (OSError, ValueError):  # no Python to start (a frozen app): lines pass as they are
+        os.close(saved)
+        yield
+        return
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end here: the filter's input ends
+        os.close(saved)
+        # What the filter still holds comes before anything written after the block. A
+        # process the import started may keep the pipe open: it is not waited for.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            line_filter.wait(timeout=FILTER_WAIT_S)
+
+
+FILTER_WAIT_S = 2
+# The filter process: each line from stdin to stdout at once, unless it is native log
+# noise. It leaves Ctrl-C to the process it filters for, and keeps reading when its output
+# fails, so that a writer never blocks on a full pipe.
+_LINE_FILTER = """
+import re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+noise, out = re.compile(sys.argv[1].encode()), sys.stdout.buffer
+for line in sys.stdin.buffer:
+    if not noise.match(line):
         try:
-            yield
-        finally:
-            if sys.stderr is not None:
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            kept = [line for line in held.read().decode(errors="replace").splitlines(True)
-                    if not NATIVE_LOG_LINE.match(line)]
-            if kept and sys.stderr is not None:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+            out.write(line)
+            out.flush()
+        except OSError:
+            pass
+"""
+
+
+def _start_line_filter(target):
+    """Start the filter writing to the file descriptor ``target``; returns (process, the
+    pipe's write end). ``-I -S``: no site packages or environment, so it starts in
+    milliseconds and nothing of the project's runs in it."""
+    read_end, write_end = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _LINE_FILTER, NATIVE_LOG_LINE.pattern],
+            stdin=read_end, stdout=target, stderr=target)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return process, write_end
 
 
 def import_backend():
