@@ -10,7 +10,18 @@ gets, for this run only (charts of earlier runs are removed):
   chart of its top 5 (calibrated probabilities);
   inputs that share a name (``a/rose.jpg`` and ``b/rose.jpg``, or
   ``rose.jpg`` and ``rose.png``) get ``rose_1_top5.png``, ``rose_2_top5.png``;
-- ``predictions.csv``: file, rank, class, probability and chart, 5 rows per image.
+- ``predictions.csv``: file, rank, class, probability and chart, 5 rows per image,
+  and ``copy_of``: for a photo that is a near-identical copy of an earlier one
+  (the same picture saved again as another format or size), that one's file;
+- ``charts.npz``: each chart's photo and heat map, from which make_report draws
+  its own copies of the charts in the report's language (the PNG files stay English).
+
+Copies are told by a perceptual hash of the decoded photo (a difference hash:
+whether each pixel of a 9x8 and an 8x9 greyscale copy is brighter than its
+neighbour, 128 bits, plus its mean colour): re-encoding it as JPEG, BMP or
+WEBP, or resizing it, changes a few of its bits at most, while two different
+photos differ in about half of them. Each copy is named on the
+terminal, since the manual asks for photos of different categories.
 
 What it prints is also saved in ``reports/logs/test_model.log`` (for the lab report).
 
@@ -52,7 +63,11 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 MAX_PIXELS = 80_000_000       # refuse larger images: decoding them could exhaust memory
 TOP_K = 5
 CHART_SUFFIX = "_top5.png"
-COLUMNS = ["file", "rank", "class", "probability", "chart"]
+COLUMNS = ["file", "rank", "class", "probability", "chart", "copy_of"]
+CHART_DATA = "charts.npz"
+HASH_SIZE = 8                 # the difference hash compares 8x8 neighbouring pixels twice
+COPY_BITS = 16                # hashes this close (of 128 bits) are one photo...
+COPY_COLOUR = 12              # ...when their mean colours differ by this little (of 255)
 
 # Why an image cannot be used, by the exception reading it raised: the first row that
 # matches explains it (so subclasses, e.g. FileNotFoundError, come before OSError).
@@ -226,6 +241,36 @@ def chart_names(files):
     return names
 
 
+def photo_hash(image):
+    """A perceptual hash of an RGB photo: (128 booleans, mean colour).
+
+    Each pixel of a 9x8 greyscale copy against its right neighbour, and of an
+    8x9 copy against the one below: the photo's layout as the eye sees it, not
+    its file's bytes or size. The mean colour tells apart plain photos, which
+    have hardly any layout.
+    """
+    import cv2
+
+    image = np.asarray(image, dtype=np.uint8)
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    across = cv2.resize(grey, (HASH_SIZE + 1, HASH_SIZE), interpolation=cv2.INTER_AREA)
+    down = cv2.resize(grey, (HASH_SIZE, HASH_SIZE + 1), interpolation=cv2.INTER_AREA)
+    bits = np.concatenate([(across[:, 1:] > across[:, :-1]).ravel(),
+                           (down[1:] > down[:-1]).ravel()])
+    return bits, image.reshape(-1, 3).mean(axis=0)
+
+
+def find_copies(hashes):
+    """For each photo, the index of the earlier photo it is a copy of, or None."""
+    copies = []
+    for i, (bits, colour) in enumerate(hashes):
+        earlier = (j for j in range(i) if copies[j] is None
+                   and np.count_nonzero(bits != hashes[j][0]) <= COPY_BITS
+                   and np.abs(colour - hashes[j][1]).max() <= COPY_COLOUR)
+        copies.append(next(earlier, None))
+    return copies
+
+
 def remove_old_charts(folder, keep):
     """Delete the charts of earlier runs, so the folder shows this run's images only."""
     keep = {name.lower() for name in keep}
@@ -235,11 +280,13 @@ def remove_old_charts(folder, keep):
 
 
 def read_inputs(files, problems):
-    """(readable files, chart previews, 32x32 inputs); unreadable files join ``problems``.
+    """(readable files, chart previews, 32x32 inputs, perceptual hashes); unreadable files
+    join ``problems``.
 
-    Only a preview and the network's input of each image are kept, so memory stays small.
+    Only a preview, the network's input and the hash of each image are kept, so memory
+    stays small.
     """
-    readable, previews, inputs = [], [], []
+    readable, previews, inputs, hashes = [], [], [], []
     for path in files:
         try:
             image = read_image(path)
@@ -250,17 +297,32 @@ def read_inputs(files, problems):
         readable.append(path)
         previews.append(thumbnail(image))
         inputs.append(resize_for_model(image))
-    return readable, previews, inputs
+        hashes.append(photo_hash(image))
+    return readable, previews, inputs, hashes
+
+
+def report_copies(readable, copies):
+    """Name each copy on the terminal; return predictions.csv's copy_of value per image."""
+    copy_of = []
+    for path, original in zip(readable, copies):
+        if original is None:
+            copy_of.append("")
+            continue
+        copy_of.append(str(readable[original]))
+        print(f"{cli.display_path(path)} is a copy of {cli.display_path(readable[original])} "
+              "(the same photo): the manual asks for photos of different categories")
+    return copy_of
 
 
 def report_top5(model, names, readable, charts, previews, inputs, probs, args, show):
-    """Print each image's top 5 on one line and draw its chart; return predictions.csv's rows."""
+    """Print each image's top 5 on one line and draw its chart; return predictions.csv's
+    rows and the charts' data (each photo and heat map, for make_report)."""
     from network.analysis.explain import occlusion_map, plot_explained_top5
 
     labels = [cli.display_path(p) for p in readable]
     width = max(len(label) for label in labels) + 1
     print(f"Top {TOP_K} classes of {cli.plural(len(readable), 'image')}:")
-    rows = []
+    rows, data = [], {}
     for path, label, chart, image, pixels, p in zip(readable, labels, charts, previews, inputs,
                                                     probs):
         top = np.argsort(p)[::-1][:TOP_K]
@@ -273,7 +335,16 @@ def report_top5(model, names, readable, charts, previews, inputs, probs, args, s
         heat = occlusion_map(model, pixels, int(top[0]), normalize=False)
         plot_explained_top5(image, heat, [names[k] for k in top], p[top],
                             args.output_dir / chart, title=path.name, show=show)
-    return rows
+        data[f"{chart}.image"], data[f"{chart}.heat"] = image, heat
+    return rows, data
+
+
+def save_chart_data(path, data):
+    """The photos and heat maps of the charts, compressed, written atomically."""
+    from network.core.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        np.savez_compressed(file, **data)
 
 
 # The console output goes to the report's folder (logs/test_model.log), not predictions/.
@@ -294,22 +365,29 @@ def main(argv=None):
     import pandas as pd
 
     from network.analysis.calibration import apply_temperature, load_temperature
+    from network.analysis.explain import occlusion_batch_size, predict_fixed
     from network.model_utils import load_class_names, load_model, model_images
 
     model = load_model(args.model_path, num_class=NUM_CLASSES)
     names = load_class_names(args.model_path, num_class=NUM_CLASSES)["fine_label_names"]
-    readable, previews, inputs = read_inputs(files, problems)
+    readable, previews, inputs, hashes = read_inputs(files, problems)
     if not readable:
         raise LabError("the image could not be read" if len(files) == 1 else
                        f"none of the {len(files):,} images could be read")
+    copy_of = report_copies(readable, find_copies(hashes))
     batch = model_images(model, np.stack(inputs))  # in the form the model takes
-    # Calibrated probabilities (the temperature saved beside the model; 1 without one).
-    probs = apply_temperature(np.asarray(model.predict(batch, verbose=0), dtype=np.float32),
+    # Calibrated probabilities (the temperature saved beside the model; 1 without one),
+    # in batches of the occlusion maps' shape, so that the model is traced once.
+    probs = apply_temperature(predict_fixed(model, batch, occlusion_batch_size()),
                               load_temperature(args.model_path))
 
     charts = chart_names(readable)
-    rows = report_top5(model, names, readable, charts, previews, inputs, probs, args, show)
+    rows, data = report_top5(model, names, readable, charts, previews, inputs, probs, args,
+                             show)
+    for i, row in enumerate(rows):   # TOP_K rows to an image, in the images' order
+        row["copy_of"] = copy_of[i // TOP_K]
     table = pd.DataFrame(rows, columns=COLUMNS)
+    save_chart_data(args.output_dir / CHART_DATA, data)
     write_text_atomic(args.output_dir / "predictions.csv", table.to_csv(index=False))
     remove_old_charts(args.output_dir, charts)
     print(f"Classified {cli.plural(len(readable), 'image')}; charts and predictions.csv in "

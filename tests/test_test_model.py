@@ -139,7 +139,8 @@ def check_predictions(folder, expected_files):
     """predictions.csv: 5 ranked rows per image, probabilities descending, real names,
     and each image's chart beside it; no other chart in the folder."""
     table = pd.read_csv(folder / "predictions.csv")
-    assert list(table.columns) == ["file", "rank", "class", "probability", "chart"]
+    assert list(table.columns) == ["file", "rank", "class", "probability", "chart",
+                                   "copy_of"]
     names = [f.replace("\\", "/").rsplit("/", 1)[-1] for f in table["file"].unique()]
     assert sorted(names) == sorted(expected_files)
     for name, rows in table.groupby("file"):
@@ -240,7 +241,7 @@ def test_each_run_leaves_only_its_own_charts(tiny_model, tmp_path, capsys):
     code, _, out = recognise([second], tiny_model, tmp_path / "out", capsys)
     assert code == 0
     check_predictions(out, ["bus.png"])
-    assert sorted(p.name for p in out.iterdir()) == ["bus_top5.png", "notes.txt",
+    assert sorted(p.name for p in out.iterdir()) == ["bus_top5.png", "charts.npz", "notes.txt",
                                                      "predictions.csv"]
 
 
@@ -432,3 +433,41 @@ def test_a_model_taking_uint8_images_gets_them_unscaled(tmp_path, capsys):
     top = np.argsort(expected)[::-1][:5]
     assert list(table["class"]) == [FINE_NAMES[k] for k in top]
     np.testing.assert_allclose(table["probability"], expected[top], atol=2e-6)
+
+
+def test_copies_of_a_photo_are_found_across_formats_and_sizes(tmp_path):
+    """The same photo saved as .jpg, .BMP and .webp, and shrunk, is one photo; the
+    different photos of img/ are all different."""
+    from network.test_model import find_copies, images_in_folder, photo_hash, read_image
+
+    photo = Image.fromarray(read_image(ROOT / "img" / "raccoon.jpg"))
+    photo.save(tmp_path / "raccoon.jpg", quality=85)
+    photo.resize((photo.width // 3, photo.height // 3)).save(tmp_path / "RACCOON.BMP")
+    photo.resize((photo.width // 2, photo.height // 2)).save(tmp_path / "copy.webp",
+                                                             quality=60)
+    others = images_in_folder(ROOT / "img")
+    files = [*others, tmp_path / "raccoon.jpg", tmp_path / "RACCOON.BMP", tmp_path / "copy.webp"]
+    copies = find_copies([photo_hash(read_image(path)) for path in files])
+    original = [p.name for p in others].index("raccoon.jpg")
+    assert copies == [None] * len(others) + [original] * 3
+
+
+def test_copies_are_printed_and_recorded(tiny_model, tmp_path, capsys):
+    from pathlib import Path
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = gradient(64, 48)
+    photo.save(folder / "a.png")
+    photo.save(folder / "b.jpg", quality=80)
+    photo.transpose(Image.Transpose.ROTATE_180).save(folder / "c.png")
+    code, out, _ = recognise([folder], tiny_model, tmp_path / "out", capsys)
+    assert code == 0
+    assert re.search(r"b\.jpg is a copy of .*a\.png", out)
+    table = pd.read_csv(tmp_path / "out" / "predictions" / "predictions.csv")
+    copy_of = table.groupby("file")["copy_of"].first().fillna("")
+    assert [Path(f).name for f in copy_of if f] == ["a.png"]
+    assert copy_of[str(folder / "b.jpg")].endswith("a.png")
+    charts = np.load(tmp_path / "out" / "predictions" / "charts.npz")
+    assert sorted(charts.files) == sorted(f"{name}_top5.png.{part}" for name in "abc"
+                                          for part in ("heat", "image"))
