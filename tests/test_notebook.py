@@ -172,12 +172,29 @@ def test_colab_upload_and_download(colab, tiny_model, tmp_path, monkeypatch):
         assert {"best_model.h5", "class_names.json"} <= set(zipped.namelist())
 
 
+def test_quick_mode_has_folders_of_its_own(tmp_path, monkeypatch):
+    """Without LAB_OUTPUT_DIR and LAB_MODEL_PATH, the quick mode's model and outputs go to
+    models/quick/ and reports/quick/, and the scripts are told it is a quick run."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in ("LAB_OUTPUT_DIR", "LAB_MODEL_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    for quick, folder, option in (("1", "quick/", "--quick"), ("", "", "--no-quick")):
+        monkeypatch.setenv("LAB_QUICK", quick)
+        namespace = {}
+        for cell_id in ("find-project", "settings"):
+            exec(compile(cell_source(cell_id), cell_id, "exec"), namespace)
+        assert namespace["MODEL_PATH"] == ROOT / f"models/{folder}best_model.h5"
+        assert namespace["OUTPUT_DIR"] == ROOT / f"reports/{folder}".rstrip("/")
+        assert namespace["FILE_OPTIONS"][-1] == option
+
+
 @pytest.mark.slow
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     """The quick run executes every cell in a copy of the project started from its notebooks/
     folder, recognises the photos the environment names, and leaves the model, the figures
-    and the report in the folders it names (nothing in the project's models/, reports/ or
-    data/)."""
+    and the report in the quick folders (models/quick/, reports/quick/): a model and report
+    of a real run stay byte for byte as they were, and nothing lands in data/."""
     import nbclient
     from nbclient.exceptions import CellExecutionError
 
@@ -185,13 +202,18 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     for folder in ("network", "img", "notebooks"):
         shutil.copytree(ROOT / folder, project / folder,
                         ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
-    out = tmp_path / "out"
+    out = project  # the quick folders: models/quick/ and reports/quick/
+    real = {"models/best_model.h5": b"a real model", "models/class_names.json": b"{}",
+            "reports/train_summary.json": b"{}", "reports/report.html": b"<html></html>"}
+    for name, content in real.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_bytes(content)
     data = REAL_DATA or write_fake_cifar(tmp_path / "cifar", n_train=300, n_test=200)
     monkeypatch.setenv("LAB_QUICK", "1")
     monkeypatch.setenv("CIFAR100_DIR", str(data))
     monkeypatch.setenv("LAB_ALLOW_MD5_MISMATCH", "" if REAL_DATA else "1")
-    monkeypatch.setenv("LAB_OUTPUT_DIR", str(out / "reports"))
-    monkeypatch.setenv("LAB_MODEL_PATH", str(out / "models" / "best_model.h5"))
+    monkeypatch.delenv("LAB_OUTPUT_DIR", raising=False)
+    monkeypatch.delenv("LAB_MODEL_PATH", raising=False)
     monkeypatch.delenv("DISPLAY", raising=False)
     photos = sample_photos(tmp_path / "my photos", "cup_coffee.jpg", "man_camera.png")
     monkeypatch.setenv("LAB_PHOTOS_DIR", str(photos))
@@ -209,15 +231,20 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
         pytest.fail(f"a notebook cell failed:\n{failure}", pytrace=False)
 
     for name in ("best_model.h5", "class_names.json"):
-        assert (out / "models" / name).is_file(), name
-    missing = [name for name in OUTPUTS if not (out / "reports" / name).is_file()]
+        assert (out / "models" / "quick" / name).is_file(), name
+    missing = [name for name in OUTPUTS if not (out / "reports" / "quick" / name).is_file()]
     assert not missing, f"not written: {missing}"
-    assert not any((project / name).exists() for name in ("models", "reports", "data"))
+    assert {name: (project / name).read_bytes() for name in real} == real
+    assert sorted(p.name for p in (project / "models").iterdir()) == [
+        "best_model.h5", "class_names.json", "quick"]
+    assert sorted(p.name for p in (project / "reports").iterdir()) == [
+        "quick", "report.html", "train_summary.json"]
+    assert not (project / "data").exists()
 
-    summary = json.loads((out / "reports" / "train_summary.json").read_text())
+    summary = json.loads((out / "reports" / "quick" / "train_summary.json").read_text())
     assert summary["epochs_run"] == 1
     assert summary["settings"]["subset"] == min(2000, 300 if not REAL_DATA else 50_000)
-    metrics = json.loads((out / "reports" / "metrics.json").read_text())
+    metrics = json.loads((out / "reports" / "quick" / "metrics.json").read_text())
     assert metrics["images"] == min(1000, 200 if not REAL_DATA else 10_000)
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code"
@@ -226,8 +253,11 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert "Running on " in text                     # the one-line device report
     assert "Recipe: " in text
     assert "Report written to" in text
+    assert "hours for the full recipe" not in text  # the cpu recipe takes minutes
+    assert "1 epoch;" in text and "epoch(s)" not in text
     images = sum("image/png" in output.get("data", {}) for output in outputs)
-    recognised = pd.read_csv(out / "reports" / "predictions" / "predictions.csv")["file"]
+    recognised = pd.read_csv(out / "reports" / "quick" / "predictions" / "predictions.csv")[
+        "file"]
     assert sorted(Path(file).name for file in recognised.unique()) == sorted(
         p.name for p in photos.iterdir())  # the photos LAB_PHOTOS_DIR names
     # samples, curves, confusion matrix, 16 test images + mistakes, one chart per photo
