@@ -179,14 +179,19 @@ def learning_rate_schedule(recipe, steps_per_epoch, epochs):
         alpha=0.0, warmup_target=recipe.learning_rate, warmup_steps=warmup)
 
 
-def compile_for_recipe(model, recipe, steps_per_epoch):
-    """Attach the recipe's optimizer, loss and metrics to ``model``."""
+def compile_for_recipe(model, recipe, steps_per_epoch, budgeted=False):
+    """Attach the recipe's optimizer, loss and metrics to ``model``.
+
+    ``budgeted``: the rate follows a time budget's clock (``callbacks.BudgetClock``
+    sets it before each step), so AdamW starts at the warm-up's first rate instead
+    of a schedule over a fixed number of steps. Adam keeps the recipe's constant rate.
+    """
     if recipe.optimizer == "adam":
         optimizer = keras.optimizers.Adam(learning_rate=recipe.learning_rate)
     else:
-        optimizer = keras.optimizers.AdamW(
-            learning_rate=learning_rate_schedule(recipe, steps_per_epoch, recipe.epochs),
-            weight_decay=recipe.weight_decay)
+        rate = (recipe.learning_rate / 10 if budgeted
+                else learning_rate_schedule(recipe, steps_per_epoch, recipe.epochs))
+        optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=recipe.weight_decay)
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),

@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a file: python network/train_model.py
 import numpy as np
 
 from network.core import cli, runtime
+from network.core.cli import duration, plural
 from network.core.console_log import logged
 from network.core.errors import LabError
 from network.data_utils import NUM_CLASSES, load_cifar100, one_hot
@@ -56,6 +57,8 @@ from network.training.recipes import (
 RESUME_DIR = "resume"          # inside --output-dir while a run is unfinished
 TRAIN_SIZE = 50_000
 QUICK_SUBSET, QUICK_EPOCHS = 2000, 2  # --quick: a small run, unless the options say otherwise
+PROGRESS_S = 60                # a log file gets a progress line at least this often (s)
+LONG_RUN_S = 3600              # a CPU run longer than this gets the faster ways named
 
 
 def parse_args(argv=None):
@@ -86,7 +89,6 @@ def parse_args(argv=None):
         args.subset = args.subset or QUICK_SUBSET
         if args.epochs is None and args.minutes is None:
             args.epochs = QUICK_EPOCHS
-
 
     if args.resume and args.restart:
         parser.error("--resume and --restart exclude each other")
@@ -155,34 +157,90 @@ def distribution(run):
     return scope, replicas
 
 
-def build_model_for(run, train, scope, budget_started):
-    """The run (planned, when it has a time budget) and its compiled network."""
+def budget_clock(run, state):
+    """The time budget's clock (a ``budget.Clock``), or None for a run without one. A
+    resumed run continues the clock from the time the interrupted run had spent."""
+    from network.training.budget import Clock
+
+    seconds = run.recipe.minutes * 60 if run.recipe.minutes else run.budget_s
+    return Clock(seconds, spent=state.get("budget_spent_s", 0.0)) if seconds else None
+
+
+def build_model_for(run, train, val, scope, clock):
+    """The run (planned, when it has a fresh time budget) and its compiled network."""
     from network.model_utils import build_for_recipe, compile_for_recipe
     from network.training.budget import plan_run
 
-    if run.recipe.minutes:
-        run, model = plan_run(run, train, scope, budget_started, seed=run.seed)
+    if run.recipe.minutes:  # may refuse a budget too small for this machine
+        run, model = plan_run(run, train, scope, clock, seed=run.seed, val_images=len(val[0]))
         model.summary()
         return run, model
     with scope:  # MirroredStrategy needs the model and optimizer built in its scope
         model = build_for_recipe(run.recipe, NUM_CLASSES, seed=run.seed, summary=True)
-        compile_for_recipe(model, run.recipe, math.ceil(len(train[0]) / run.recipe.batch_size))
+        compile_for_recipe(model, run.recipe, steps_per_epoch(run, train),
+                           budgeted=run.budget_s is not None)
     return run, model
+
+
+def steps_per_epoch(run, train):
+    return math.ceil(len(train[0]) / run.recipe.batch_size)
+
+
+# --- The truth about time, before the first epoch ---------------------------------------
+
+def estimate_time(model, run, train, val, initial_epoch):
+    """Time a few steps and say how long an epoch and the whole run take here; on a CPU
+    where that is more than an hour, name the two faster ways. Returns the expected
+    seconds per epoch, or None when an epoch is hardly longer than the timing itself."""
+    from network.model_utils import model_images
+    from network.training.budget import PROBE_STEPS, epoch_seconds, time_steps
+
+    batch, steps = run.recipe.batch_size, steps_per_epoch(run, train)
+    if steps <= 2 * (PROBE_STEPS + 1):
+        return None
+    probe = model_images(model, train[0][:(PROBE_STEPS + 1) * batch])
+    step_s, _ = time_steps(model, probe, train[1], batch)  # leaves the model as it was
+    epoch_s = epoch_seconds(step_s, len(train[0]), batch, len(val[0]))
+    epochs = run.recipe.epochs - initial_epoch
+    whole = epoch_s * epochs
+    caveat = ("; early stopping usually ends the lab recipe sooner"
+              if run.recipe.patience is not None else "")
+    print(f"Timed {PROBE_STEPS} steps: one epoch takes about {duration(epoch_s)} here, the "
+          f"whole run ({plural(epochs, 'epoch')}) up to {duration(whole)}{caveat}.", flush=True)
+    if whole > LONG_RUN_S and not runtime.nvidia_driver_present():
+        lab = f"{math.ceil(epoch_s / 60)}" if run.recipe.name == "lab" else "M"
+        print(f"Faster on this CPU: --recipe cpu --minutes {lab} (a ResNet-9 sized to this "
+              "machine, about the manual's accuracy in one lab epoch's time), or --minutes M "
+              "to train this network for M minutes.", flush=True)
+    return epoch_s
+
+
+def cpu_advice(run):
+    """Without a GPU: say so, in a way that fits the run. Returns whether there is none."""
+    budgeted = bool(run.recipe.minutes) or run.budget_s is not None
+    note = ("it trains for the time budget (--minutes)" if budgeted
+            else "the time it takes is measured below")
+    hint = runtime.no_gpu_hint(cpu_note=note)
+    if hint is not None:
+        print(hint)
+    return hint is not None
 
 
 # --- Training and its summary -------------------------------------------------------
 
-def fit(model, run, train, val, callbacks, initial_epoch, resume_dir):
+def fit(model, run, train, val, callbacks, initial_epoch, resume_dir, budgeted):
     """``model.fit`` on the prepared images."""
     from network.model_utils import model_images
 
     val_data = (model_images(model, val[0]), one_hot(val[1], NUM_CLASSES)) if len(val[0]) else None
+    # A live progress bar on a terminal; one line per epoch in a log file. A time
+    # budget prints its own lines (Progress): Keras's "Epoch 3/10000" would mislead.
+    verbose = 0 if budgeted else 1 if sys.stdout.isatty() else 2
     try:
         model.fit(model_images(model, train[0]), one_hot(train[1], NUM_CLASSES),
                   batch_size=run.recipe.batch_size, epochs=run.recipe.epochs,
                   initial_epoch=initial_epoch, validation_data=val_data, callbacks=callbacks,
-                  # A live progress bar on a terminal; one line per epoch in a log file.
-                  verbose=1 if sys.stdout.isatty() else 2)
+                  verbose=verbose)
     except KeyboardInterrupt:
         if (resume_dir / STATE_FILE).is_file():
             print(f"\nThe run is kept in {resume_dir}: continue it with --resume "
@@ -190,45 +248,30 @@ def fit(model, run, train, val, callbacks, initial_epoch, resume_dir):
         raise
 
 
-def cpu_advice(run):
-    """Without a GPU: say so, with advice that fits the recipe. Returns a callback that
-    tells, once the first epoch is done, how long the rest takes here; None with a GPU
-    or when a time budget planned the epochs."""
-    from network.training.callbacks import RunLengthNote
+def run_training(run, model, clock, state, train, val, cpu, callbacks=()):
+    """Restore an interrupted run, say how long it takes, fit.
 
-    budgeted = bool(run.recipe.minutes) or run.planned_epoch_s is not None
-    note = ("the recipe trains for its time budget (--minutes)" if budgeted else
-            "fine for quick --subset runs but hours for the full recipe")
-    hint = runtime.no_gpu_hint(cpu_note=note)
-    if hint is None:
-        return None
-    if run.recipe.name == "lab":
-        hint += (" On a CPU, --recipe cpu trains a ResNet-9 sized to this machine for 15 "
-                 "minutes instead (see the README's results).")
-    print(hint)
-    return None if budgeted else RunLengthNote()
-
-
-def run_training(run, state, train, val, scope, callbacks=()):
-    """Plan a time budget (fresh runs), build, restore an interrupted run, fit.
-
-    Returns (run as trained, model, checkpoint, initial epoch, training seconds, seconds
-    before ``fit``: planning and building).
+    Returns (checkpoint, initial epoch, the budget's use or None).
     """
+    from network.training.budget import closing_seconds
     from network.training.callbacks import make_callbacks, restore_backup
 
     resume_dir = Path(run.output_dir) / RESUME_DIR
-    started = time.perf_counter()
-    run, model = build_model_for(run, train, scope, started)
-    if not state:  # a fresh run, as planned: a resumed run keeps this size and these epochs
+    if not state:  # a fresh run, as planned: a resumed run keeps this size and budget
         save_run(run, resume_dir)
-    before_fit = time.perf_counter() - started
-    own, checkpoint = make_callbacks(run, state, resume_dir, has_val=len(val[0]) > 0)
+    if clock is None:  # a budget's plan has said it already
+        estimate_time(model, run, train, val, int(state.get("epoch", 0)))
+    every_s = None if sys.stdout.isatty() and clock is None else PROGRESS_S
+    closing_s = closing_seconds(run.planned_epoch_s or 0.0, len(train[0]), len(val[0]))
+    own, checkpoint, budget = make_callbacks(run, state, resume_dir, len(val[0]) > 0,
+                                             clock, every_s, cpu, closing_s)
+    if clock is not None:
+        clock.uncounted = list(callbacks)  # a benchmark's measurements are not training
     history_path = Path(run.output_dir) / "history.csv"
     initial_epoch = restore_backup(model, resume_dir, state, history_path) if state else 0
-    fit(model, run, train, val, [*own, *callbacks], initial_epoch, resume_dir)
+    fit(model, run, train, val, [*own, *callbacks], initial_epoch, resume_dir, clock is not None)
     shutil.rmtree(resume_dir, ignore_errors=True)  # the run is complete
-    return run, model, checkpoint, initial_epoch, time.perf_counter() - started, before_fit
+    return checkpoint, initial_epoch, budget.summary() if budget else None
 
 
 def summarise(model, run, checkpoint, data, val, show):
@@ -271,7 +314,12 @@ def report(summary, run, initial_epoch, seconds):
     test = summary["test"]
     resumed = f" (resumed after epoch {initial_epoch})" if initial_epoch else ""
     print(f"Test accuracy {test['accuracy']:.2%} (top-5 {test['top5_accuracy']:.2%}), "
-          f"{summary['epochs_run'] - initial_epoch} epochs in {seconds:.1f} s{resumed}")
+          f"{plural(summary['epochs_run'] - initial_epoch, 'epoch')} in {seconds:.1f} s{resumed}")
+    budget = summary.get("budget")
+    if budget:
+        print(f"Time budget: {duration(budget['spent_s'])} of {duration(budget['seconds'])} "
+              f"spent ({budget['share_spent']:.0%}, planning included), "
+              f"{budget['epochs']:g} epochs trained")
     print(f"Model: {run.model_path}; curves and history in {run.output_dir}")
 
 
@@ -296,23 +344,29 @@ def main(argv=None, extra_callbacks=()):
     resume_note(args, run, state)
     if args.quick_note:  # where a quick run writes, so the real results stay as they are
         print(args.quick_note)
-    note = cpu_advice(run)
+    cpu = cpu_advice(run)
     train, val = split_data(run, data)
     keras.utils.set_random_seed(run.seed)
     scope, replicas = distribution(run)
     if replicas > 1:
         train, val = even_split_for(replicas, run.recipe.batch_size, train, val)
+
+    started = time.perf_counter()
+    clock = budget_clock(run, state)  # a time budget counts its planning too
+    run, model = build_model_for(run, train, val, scope, clock)
+    before_fit = time.perf_counter() - started
+    # Only now, with the run planned: a refused budget leaves the old model's files alone.
     keep_previous(run.model_path, run.output_dir, resuming=bool(state))  # never lost silently
     save_class_names(run.model_path, data.fine_names, data.coarse_names, data.fine_to_coarse)
     calibration_path(run.model_path).unlink(missing_ok=True)  # it belongs to the old model
-
-    run, model, checkpoint, initial_epoch, seconds, before_fit = run_training(
-        run, state, train, val, scope, [c for c in (note, *extra_callbacks) if c is not None])
+    checkpoint, initial_epoch, budget = run_training(run, model, clock, state, train, val,
+                                                     cpu, extra_callbacks)
+    seconds = time.perf_counter() - started
     summary = summarise(model, run, checkpoint, data, val, show)
     summary["settings"].update(precision_used=precision, replicas=replicas,
                                seconds_before_fit=round(before_fit, 2))
     summary.update(resumed_after_epoch=initial_epoch or None, train_images=len(train[0]),
-                   val_images=len(val[0]), train_seconds=round(seconds, 2),
+                   val_images=len(val[0]), train_seconds=round(seconds, 2), budget=budget,
                    # When the run ended, in local time with its offset (ISO 8601): the
                    # report's "trained on" date, whatever later copies do to the file's.
                    finished_at=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))

@@ -50,11 +50,11 @@ def test_the_check_on_keras_own_callbacks():
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("has_val", [True, False])
-def test_no_callback_of_train_model_works_per_batch(recipe, has_val, tmp_path, monkeypatch):
-    """make_callbacks' callbacks, and the note cpu_advice adds on a machine without a GPU
-    (a stand-in hint makes it appear whatever this machine has)."""
-    from network.core import runtime
-    from network.train_model import cpu_advice, parse_args
+@pytest.mark.parametrize("budgeted", [True, False])
+def test_no_callback_of_train_model_works_per_batch(recipe, has_val, budgeted, tmp_path):
+    """make_callbacks' callbacks, a time budget's clock among them when there is one."""
+    from network.train_model import parse_args
+    from network.training.budget import Clock
     from network.training.callbacks import make_callbacks
     from network.training.recipes import Run
 
@@ -63,13 +63,12 @@ def test_no_callback_of_train_model_works_per_batch(recipe, has_val, tmp_path, m
                        str(tmp_path / "m" / "best_model.h5")])
     (tmp_path / "out" / "resume").mkdir(parents=True)
     run = Run.from_args(args)
-    callbacks, _ = make_callbacks(run, {}, tmp_path / "out" / "resume", has_val)
-    monkeypatch.setattr(runtime, "no_gpu_hint", lambda *args, **kwargs: "No GPU found.")
-    note = cpu_advice(run)
-    assert note is not None  # --epochs: no time budget, so the note on the run's length
-    callbacks = [*callbacks, note]
+    clock = Clock(60.0) if budgeted else None
+    callbacks, _, budget = make_callbacks(run, {}, tmp_path / "out" / "resume", has_val,
+                                          clock, progress_every_s=60, cpu=True)
     names = {type(c).__name__ for c in callbacks}
-    assert {"AtomicCheckpoint", "StateWriter", "HistoryLogger", "RunLengthNote"} <= names
+    assert {"AtomicCheckpoint", "StateWriter", "HistoryLogger", "Progress"} <= names
+    assert ("BudgetClock" in names) == budgeted == (budget is not None)
     assert ("ResumableEarlyStopping" in names) == (has_val and recipe == "lab")
     assert {type(c).__name__: per_batch_hooks(c) for c in callbacks} == {
         type(c).__name__: [] for c in callbacks}

@@ -1,6 +1,5 @@
 """Recipes: overrides, the AdamW schedule, precision choice and time-budget planning."""
 
-import contextlib
 import dataclasses
 import subprocess
 import sys
@@ -86,60 +85,6 @@ def test_float16_training_scales_its_loss(policy, scaled, restore_policy):
         model = build_for_recipe(recipe_with("fast", width=0.0625), 100)
         compile_for_recipe(model, RECIPES[recipe], steps_per_epoch=10)
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == scaled
-
-
-@pytest.fixture
-def timed_at_50ms(monkeypatch):
-    """Every size trains at 50 ms a step, so the planning is checked apart from this
-    machine's speed and load (the real timing runs in test_time_to_accuracy's budget test,
-    which plans the cpu recipe end to end)."""
-    from network.training import budget
-
-    monkeypatch.setattr(budget, "time_steps", lambda *args, **kwargs: (0.05, 0.0))
-
-
-def tiny_run(minutes, epochs=3, rungs=()):
-    from network.training.recipes import Run
-
-    recipe = dataclasses.replace(RECIPES["cpu"], width=0.0625, epochs=epochs, minutes=minutes,
-                                 batch_size=8, warmup_epochs=0, rungs=rungs)
-    rng = np.random.default_rng(0)
-    train = (rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), rng.integers(0, 100, 40))
-    return Run(recipe, data_dir="d", model_path="m.h5", output_dir="o"), train
-
-
-@pytest.mark.parametrize("minutes, expected", [(1e-4, 1), (1e4, 3)])
-def test_time_budget_plans_whole_epochs_within_bounds(minutes, expected, timed_at_50ms):
-    """A budget too small for one epoch still trains one; a huge one stops at the
-    recipe's maximum. The optimizer is set up for exactly the planned epochs, and the
-    planned run keeps them (no budget left to plan again on --resume)."""
-    import time
-
-    from network.training.budget import plan_run
-
-    run, train = tiny_run(minutes)
-    planned, model = plan_run(run, train, contextlib.nullcontext(), time.perf_counter(), seed=0)
-    assert planned.recipe.epochs == expected and planned.planned_epoch_s > 0
-    assert planned.recipe.minutes is None and run.recipe.minutes == minutes  # a new Run
-    schedule = model.optimizer._learning_rate
-    assert schedule.decay_steps == expected * 5  # 40 images / batch 8, no warm-up
-
-
-@pytest.mark.parametrize("minutes, width", [(1e-4, 0.0625), (1e4, 0.125)])
-def test_time_budget_picks_the_largest_size_that_gets_its_epochs_in(minutes, width, capsys,
-                                                                    timed_at_50ms):
-    """A generous budget trains the bigger rung; a tight one the smaller, and says so."""
-    import time
-
-    from network.training.budget import plan_run
-    from network.training.recipes import Rung
-
-    rungs = (Rung(0.0625, 2, min_epochs=1), Rung(0.125, 2, min_epochs=2))
-    run, train = tiny_run(minutes, rungs=rungs)
-    planned, model = plan_run(run, train, contextlib.nullcontext(), time.perf_counter(), seed=0)
-    assert planned.recipe.width == width and planned.recipe.rungs == ()
-    assert model.get_layer("prep_conv").filters == round(64 * width)
-    assert f"ResNet-9 ×{width:g}, stride-2 stem" in capsys.readouterr().out
 
 
 def test_the_cpu_recipes_sizes_grow_and_start_with_one_that_always_fits():

@@ -105,8 +105,8 @@ def test_ctrl_c_keeps_the_run_and_says_how_to_resume(fake_data, tmp_path, capsys
     make_callbacks = train_callbacks.make_callbacks
 
     def interrupted(*args, **kwargs):
-        callbacks, checkpoint = make_callbacks(*args, **kwargs)
-        return [*callbacks, CtrlC()], checkpoint
+        callbacks, checkpoint, budget = make_callbacks(*args, **kwargs)
+        return [*callbacks, CtrlC()], checkpoint, budget
 
     monkeypatch.setattr(train_callbacks, "make_callbacks", interrupted)
     out = tmp_path / "reports"

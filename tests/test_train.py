@@ -205,8 +205,8 @@ def test_nan_after_a_good_epoch_keeps_the_saved_model(fake_data, tmp_path, capsy
     make_callbacks = train_callbacks.make_callbacks
 
     def poisoned(*args, **kwargs):
-        callbacks, checkpoint = make_callbacks(*args, **kwargs)
-        return [PoisonWeights(), *callbacks], checkpoint
+        callbacks, checkpoint, budget = make_callbacks(*args, **kwargs)
+        return [PoisonWeights(), *callbacks], checkpoint, budget
 
     monkeypatch.setattr(train_callbacks, "make_callbacks", poisoned)
     out, model_path = tmp_path / "reports", tmp_path / "models" / "best_model.h5"

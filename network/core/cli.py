@@ -64,6 +64,15 @@ def plural(count, word):
     return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
+def duration(seconds):
+    """Seconds as a student reads them: "45 s", "12 min", "3.5 h"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def positive_int(text):
     """argparse type: an integer >= 1."""
     try:

@@ -1,4 +1,4 @@
-"""Keras callbacks that make training safe to interrupt and to resume.
+"""Keras callbacks that make training safe to interrupt and resume, and keep its time.
 
 - ``AtomicCheckpoint`` writes the best model to a temporary file and renames it
   into place, so a crash mid-save never leaves a half-written ``best_model.h5``,
@@ -11,6 +11,9 @@
   ``history.csv`` beside the metrics (not into the logs, where the progress bar
   would show it as if it were a metric), counting epochs from 1.
 - ``StopOnNaN`` ends training after an epoch whose loss is NaN.
+- ``Progress`` (an ``EpochTimer``) prints how training goes at least once a
+  minute in a log file; ``BudgetClock`` trains until a time budget is spent,
+  the learning rate following the clock (``budget.py`` says why).
 
 Why not Keras's own ``BackupAndRestore`` and ``ModelCheckpoint``? The first
 writes its backup in place, so a kill during the write leaves nothing usable,
@@ -20,21 +23,23 @@ resume logic: ``recipes.start_or_resume`` decides between a fresh and a resumed
 run (it needs no Keras, so it runs before the slow import), ``StateWriter``
 backs up, ``restore_backup`` restores.
 
-None of these callbacks has a per-batch hook. Keras runs a training loop
-asynchronously only while every callback's batch hooks are marked
-``async_safe``; one that is not (such as ``TerminateOnNaN``) makes it wait
-for each step's results on the host, a device sync per batch.
+None of these callbacks has a per-batch *end* hook (``Progress`` and
+``BudgetClock`` read the clock as a step begins). Keras runs a training loop
+asynchronously only while no callback overrides a batch-end hook without
+being marked ``async_safe``; one that does (such as ``TerminateOnNaN``) makes
+it wait for each step's results on the host, a device sync per batch.
 """
 
-import math
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from network.core.cli import duration, plural
 from network.core.errors import LabError
 from network.core.files import atomic_path, write_json_atomic
+from network.training.budget import learning_rate_at
 from network.training.recipes import STATE_FILE
 
 
@@ -119,12 +124,13 @@ class StateWriter(keras.callbacks.Callback):
     stopping, so it records their state at the end of the epoch.
     """
 
-    def __init__(self, path, checkpoint, early_stop=None):
+    def __init__(self, path, checkpoint, early_stop=None, clock=None):
         super().__init__()
         self.path = Path(path)
         self.resume_dir = self.path.parent
         self.checkpoint = checkpoint
         self.early_stop = early_stop
+        self.clock = clock  # a time budget's: --resume continues it from the time spent
 
     def on_epoch_end(self, epoch, logs=None):
         weights = f"epoch-{epoch + 1}.weights.h5"
@@ -132,6 +138,8 @@ class StateWriter(keras.callbacks.Callback):
             self.model.save_weights(tmp)
         state = {"epoch": epoch + 1, "weights": weights,
                  "checkpoint_best": _finite(self.checkpoint.best)}
+        if self.clock is not None:
+            state["budget_spent_s"] = round(self.clock.spent(), 3)
         if self.early_stop is not None:
             state.update(es_wait=self.early_stop.wait,
                          es_best=_finite(self.early_stop.best),
@@ -209,41 +217,168 @@ def _finite(value):
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-class RunLengthNote(EpochTimer):
-    """After the first epoch, say how long the remaining epochs take on this machine
-    (a run without a GPU and without a time budget can take hours)."""
+class BudgetClock(keras.callbacks.Callback):
+    """Train until a time budget is spent, the learning rate following the clock.
 
-    said = False
+    Before each step the clock (``budget.Clock``) is read: the rate is set for the
+    share of the budget spent (``budget.learning_rate_at``; AdamW recipes only, Adam
+    keeps its constant rate), and when one more step and the epoch's closing work
+    (the hold-out's evaluation, the checkpoint, measured after each epoch) would
+    overrun the budget, this step is the last: the epoch ends early, evaluated and
+    saved as any other. Only the batch *begin* hook is used, so Keras still runs
+    the steps asynchronously.
+    """
+
+    async_safe = True   # it reads the clock, never a step's results
+    RATE_EVERY_S = 1.0  # seconds between changes of the rate (JAX syncs its state for one)
+    LEAST_EPOCH = 0.1   # a last epoch shorter than this share of one is not started
+
+    def __init__(self, clock, peak=None, warmup=0.0, tail_s=0.0):
+        super().__init__()
+        self.clock, self.peak, self.warmup = clock, peak, warmup
+        self.tail_s = tail_s     # seconds from an epoch's last step to its end
+        self.step_s = None       # seconds per step, a running mean
+        self.rate = None         # the rate last set
+        self.epochs = 0.0        # epochs trained, the last partial one as a fraction
+        self._last = self._rate_at = None
+
+    def training_fraction(self, spent):
+        """The share of the time for training steps spent (the budget less the closing
+        work), where the rate reaches zero at 1."""
+        return min(1.0, spent / max(1e-9, self.clock.budget_s - self.tail_s))
+
+    def set_rate(self, spent):
+        if self.peak is None:
+            return
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:  # JAX keeps the variables in a state of its own during fit
+            sync()
+        self.rate = learning_rate_at(self.training_fraction(spent), self.peak, self.warmup)
+        self.model.optimizer.learning_rate = self.rate
+        self._rate_at = spent
+
+    def on_train_begin(self, logs=None):
+        self.set_rate(self.clock.spent())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last, self._batches = None, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        spent = self.clock.spent()
+        if self._last is not None:  # steps within an epoch: no validation between them
+            step = spent - self._last
+            self.step_s = step if self.step_s is None else 0.8 * self.step_s + 0.2 * step
+        self._last, self._batches = spent, self._batches + 1
+        last_step = spent + (self.step_s or 0.0) + self.tail_s >= self.clock.budget_s
+        if last_step:
+            self.model.stop_training = True
+        if last_step or spent - (self._rate_at or 0.0) >= self.RATE_EVERY_S:
+            self.set_rate(spent + (self.step_s or 0.0) if last_step else spent)
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps = self.params.get("steps") or self._batches
+        if self._last is not None:  # the closing work: what followed the last step
+            self.tail_s = max(0.0, self.clock.spent() - self._last - (self.step_s or 0.0))
+        self.epochs += self._batches / max(1, steps)
+        # Not worth another epoch's closing work: what is left would train a sliver of one.
+        steps_left = (self.clock.left() - self.tail_s) / max(1e-9, self.step_s or 0.0)
+        if self.step_s and steps_left < self.LEAST_EPOCH * steps:
+            self.model.stop_training = True
+
+    def summary(self):
+        """The budget's use, for train_summary.json."""
+        spent = self.clock.spent()
+        return {"seconds": round(self.clock.budget_s, 1), "spent_s": round(spent, 1),
+                "share_spent": round(spent / self.clock.budget_s, 4),
+                "epochs": round(self.epochs, 2), "peak_learning_rate": self.peak,
+                "final_learning_rate": self.rate}
+
+
+class Progress(EpochTimer):
+    """Say how training goes, at least once a minute when the output is not a terminal.
+
+    - Mid-epoch, every ``every_s`` seconds: the step and the time (and, with a
+      budget, the time left); Keras prints nothing inside an epoch in a log file.
+    - With a budget (``clock``), one line per epoch in place of Keras's (its
+      "Epoch 3/10000" would mislead: the clock, not a count, ends the run).
+    - After the first epoch: with a budget, a line when it took far longer or
+      shorter than planned; without one, on a CPU, how long the remaining
+      epochs take.
+    """
+
+    async_safe = True  # it reads the clock, never a step's results
+    FAR_OFF = 0.3      # the first epoch this much off the plan is worth a line
+
+    def __init__(self, every_s=60.0, clock=None, planned_epoch_s=None, cpu=False):
+        super().__init__()
+        self.every_s, self.clock = every_s, clock
+        self.planned_epoch_s, self.cpu = planned_epoch_s, cpu
+        self._first_done = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._epoch, self._said = epoch, self._start
+
+    def on_train_batch_begin(self, batch, logs=None):
+        now = time.perf_counter()
+        if self.every_s is None or now - self._said < self.every_s:
+            return
+        self._said = now
+        left = f"; {duration(self.clock.left())} of the budget left" if self.clock else ""
+        print(f"  epoch {self._epoch + 1}: step {batch + 1}/{self.params.get('steps') or '?'}, "
+              f"{duration(now - self._start)} into it{left}", flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
+        if self.clock is not None:
+            shown = " - ".join(f"{k}: {v:.4f}" for k, v in (logs or {}).items()
+                               if k != "learning_rate")
+            print(f"Epoch {epoch + 1} ({duration(self.last)}): {shown}; "
+                  f"{duration(max(0.0, self.clock.left()))} of the budget left", flush=True)
+        if not self._first_done:  # the first epoch of this process, resumed or not
+            self._first_done = True
+            self.first_epoch_note(epoch)
+
+    def first_epoch_note(self, epoch):
+        planned = self.planned_epoch_s
+        if self.clock is not None:
+            if planned and abs(self.last / planned - 1) > self.FAR_OFF and self.clock.left() > 0:
+                more = round(max(0.0, self.clock.left()) / self.last)
+                print(f"The first epoch took {duration(self.last)}, not the ~{duration(planned)} "
+                      "the timed steps suggested: the schedule follows the clock, so about "
+                      f"{plural(more, 'more epoch')} fit.",
+                      flush=True)
+            return
         remaining = self.params["epochs"] - epoch - 1
-        if remaining > 0 and not self.said:
-            self.said = True
-            left = self.last * remaining
-            span = f"{left / 3600:.1f} h" if left >= 3600 else f"{math.ceil(left / 60)} min"
-            print(f"\nOn this CPU an epoch takes {self.last:.0f} s: up to {span} for the "
-                  "remaining epochs (Ctrl-C stops; --resume continues later).")
+        if self.cpu and remaining > 0:
+            print(f"\nOn this CPU an epoch takes {duration(self.last)}: up to "
+                  f"{duration(self.last * remaining)} for the remaining "
+                  f"{plural(remaining, 'epoch')} (Ctrl-C stops; --resume continues later).",
+                  flush=True)
 
 
 # --- The callbacks of a training run -----------------------------------------------------
 
-def make_callbacks(run, state, resume_dir, has_val):
+def make_callbacks(run, state, resume_dir, has_val, clock=None, progress_every_s=None,
+                   cpu=False, closing_s=0.0):
     """The callbacks of a training run (a ``Run``): checkpointing, early stopping,
-    logging and resumability.
+    logging, progress, resumability and, with a time budget's ``clock``, the budget
+    (``closing_s``: its first guess of the seconds an epoch takes after its last step).
 
-    None of them works per batch: on JAX (and on GPUs generally) a per-batch
-    hook makes Keras wait for every step to finish before queuing the next.
+    Returns (callbacks, checkpoint, budget clock callback or None). None of them
+    waits on a step's results: on JAX (and on GPUs generally) a per-batch *end* hook
+    makes Keras wait for every step to finish before queuing the next.
     """
     # With early stopping the best model on the hold-out is kept; a fixed
     # schedule keeps its last epoch (its hold-out is only for calibration/curves).
     early = has_val and run.recipe.patience is not None
     checkpoint = AtomicCheckpoint(run.model_path, monitor="val_loss" if early else None,
                                   best=state.get("checkpoint_best"))
-    timer = EpochTimer()
-    # Order matters: StateWriter runs last to record the checkpoint's and early
-    # stopping's state after they have seen the epoch.
-    callbacks = [timer, StopOnNaN(), checkpoint]
+    progress = Progress(progress_every_s, clock, run.planned_epoch_s, cpu)  # times each epoch
+    # Order matters: StateWriter records the checkpoint's and early stopping's state
+    # after they have seen the epoch; the budget clock comes last, so the closing
+    # work it measures includes their saving.
+    callbacks = [progress, StopOnNaN(), checkpoint]
     early_stop = None
     if early:
         early_stop = ResumableEarlyStopping(
@@ -251,10 +386,15 @@ def make_callbacks(run, state, resume_dir, has_val):
             restore_best_weights=True, verbose=1, state=state, best_model_path=run.model_path)
         callbacks.append(early_stop)
     callbacks += [
-        HistoryLogger(Path(run.output_dir) / "history.csv", timer, append=bool(state)),
-        StateWriter(resume_dir / STATE_FILE, checkpoint, early_stop),
+        HistoryLogger(Path(run.output_dir) / "history.csv", progress, append=bool(state)),
+        StateWriter(resume_dir / STATE_FILE, checkpoint, early_stop, clock),
     ]
-    return callbacks, checkpoint
+    budget = None
+    if clock is not None:
+        peak = run.recipe.learning_rate if run.recipe.optimizer == "adamw" else None
+        budget = BudgetClock(clock, peak, run.warmup_fraction, closing_s)
+        callbacks.append(budget)
+    return callbacks, checkpoint, budget
 
 
 def check_finite(history, checkpoint, model_path):

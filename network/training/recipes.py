@@ -156,9 +156,9 @@ def _recipe_value(name, recipe, field):
 class Run:
     """One training run: the recipe (overrides applied) and the run's own options.
 
-    ``planned_epoch_s`` is set once a time budget has planned the run (the
-    recipe then holds the planned epochs and size, and no budget: a resumed
-    run keeps them).
+    A time budget's plan sets ``budget_s``, ``warmup_fraction`` and
+    ``planned_epoch_s`` (the recipe then holds the chosen size and no ``minutes``,
+    so a resumed run keeps the size and continues the same budget's clock).
     """
     recipe: Recipe
     data_dir: str
@@ -170,6 +170,8 @@ class Run:
     distribute: bool = False
     allow_md5_mismatch: bool = False
     planned_epoch_s: float | None = None
+    budget_s: float | None = None     # a planned time budget: train until it is spent
+    warmup_fraction: float = 0.0      # ... warming up over this share of it
 
     @classmethod
     def from_args(cls, args):
