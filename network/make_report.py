@@ -7,9 +7,14 @@ images (the last ``test_model`` run, in ``predictions/``) from the output
 folder into ``report.html``, in the order of the manual's report
 requirements: the procedure, training (log, results, curves), evaluation
 (accuracy and loss, accuracy per class, 16 random test images, further
-analyses), own images, and a draft of the conclusions. ``--lang uk`` writes
-it in Ukrainian (``--class-names`` picks the class names' language apart);
-``--student``, ``--group`` and ``--teacher`` fill in the title block.
+analyses), own images, and a draft of the conclusions, with the model's
+summary and the full training log in an appendix. ``--lang uk`` writes it in
+Ukrainian (``--class-names`` picks the class names' language apart), figures
+included: the report draws its own copies of them in its language, while the
+PNG files the scripts saved stay English. ``--student``, ``--group``,
+``--teacher``, ``--university``, ``--department`` and ``--city`` fill in the
+title page; they can also be kept in ``report.toml`` in the project folder
+(see ``report/settings.py``), the options overriding it.
 
 Steps whose outputs are missing or older than the model run first
 (``--refresh`` runs them anyway). Your own images are those of the last
@@ -37,15 +42,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: python network/make_report.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from network import PROJECT_ROOT
 from network.core import cli, runtime
 from network.core.console_log import logged
 from network.core.files import write_text_atomic
 from network.report.gather import gather, load_training_run
 from network.report.refresh import refresh_outputs
+from network.report.settings import SETTINGS_FILE, read_settings
 from network.report.text import LANGUAGES
 
 REPORT_NAME = "report.html"
 DOCX_NAME = "report.docx"
+SETTINGS_PATH = PROJECT_ROOT / SETTINGS_FILE   # the title page's details, if kept in a file
 
 
 def parse_args(argv=None):
@@ -71,10 +79,13 @@ def parse_args(argv=None):
                         help=f"also write {DOCX_NAME} (Word) with the same sections")
     for option, what in (("student", "your name"), ("group", "your group"),
                          ("teacher", "the teacher who checks the work"),
+                         ("university", "the university"), ("department", "the department"),
+                         ("city", "the city"),
                          ("topic", "the topic (default: the manual's)"),
                          ("aim", "the aim (default: the manual's)")):
         report.add_argument(f"--{option}", metavar="TEXT",
-                            help=f"title block: {what}; left blank when not given")
+                            help=f"title page: {what} (default: from {SETTINGS_FILE}, else "
+                                 "left blank)")
     cli.add_common_arguments(parser, show=False, quick=True)
     # A report is written, not looked at: figures of the steps it runs show only when asked.
     parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=False,
@@ -82,6 +93,10 @@ def parse_args(argv=None):
                              "(default: no); the report never needs a display")
     args = parser.parse_args(argv)
     args.class_names = args.class_names or args.lang
+    # The settings file fills in what the command line left out.
+    for key, value in read_settings(SETTINGS_PATH).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     cli.apply_quick(args)  # --quick: the quick run's report, in reports/quick/ (apart)
     cli.ensure_writable_dir(parser, args.output_dir, "output folder")
     return args
@@ -109,8 +124,9 @@ def main(argv=None):
     from network.report.text import ClassNames, Words
 
     checked = refresh_outputs(args)
-    run = gather(args, argv, training, missing, checked)
-    report = build_report(run, Words(args.lang), ClassNames(args.class_names))
+    words, names = Words(args.lang), ClassNames(args.class_names)
+    run = gather(args, argv, training, missing, checked, words, names)
+    report = build_report(run, words, names)
     path = args.output_dir / REPORT_NAME
     write_text_atomic(path, render(report))
     metrics = run["metrics"]

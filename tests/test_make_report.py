@@ -22,7 +22,9 @@ from network.core import cli
 from network.core.errors import LabError
 from network.report import gather, refresh
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("make_report")]  # one report
+# The tests that run the scripts share one report (one worker) and are slow; the pure
+# unit tests below them are not.
+pytestmark = pytest.mark.xdist_group("make_report")
 
 # The manual's report requirements, in its order: procedure, training (log, results, curves),
 # evaluation (accuracy and loss, per class, 16 random images; then further analyses), own
@@ -38,6 +40,9 @@ SUBHEADINGS = ["1.1 Initial data: settings and hardware", "2.1 Training log",
 ANCHORS = ["procedure", "settings", "training", "log", "history", "curves", "evaluation",
            "metrics", "per-class", "samples", "confusion", "superclass", "pairs", "mistakes",
            "calibration", "own-images", "conclusions"]
+# After the conclusions: the model's summary and the whole training log.
+APPENDICES = ["Appendix A. The network's layers", "Appendix B. The whole training log"]
+APPENDIX_ANCHORS = ["model-summary", "full-log"]
 EVALUATION_OUTPUTS = ["metrics.json", "classification_report.csv", "confusion_matrix.png",
                       "test_samples.png", "confident_mistakes.png", "reliability_diagram.png"]
 VOID_TAGS = {"meta", "img", "br", "hr", "link", "input"}
@@ -153,6 +158,7 @@ def report_copy(report, tmp_path):
 
 # --- The page -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_runs_missing_evaluation_and_recognition(report):
     out = report["out"]
     assert report["code"] == 0
@@ -163,18 +169,21 @@ def test_runs_missing_evaluation_and_recognition(report):
     assert not list(out.glob(".*partial*")), "temporary file left behind"
 
 
+@pytest.mark.slow
 def test_every_section_heading(report):
     headings = [h.all_text() for h in report["tree"].find_all("h2")]
-    assert headings == HEADINGS
-    assert [s.attrs["id"] for s in report["tree"].find_all("section")] == ANCHORS
+    assert headings == HEADINGS + APPENDICES
+    assert [s.attrs["id"] for s in report["tree"].find_all("section")] == (ANCHORS
+                                                                           + APPENDIX_ANCHORS)
     # Sub-sections are h3 headings of sections; an own image's title is an h3 of its block.
     subsections = [s for s in report["tree"].find_all("section") if "level-3" in s.attrs["class"]]
     assert [s.find("h3").all_text() for s in subsections] == SUBHEADINGS
     links = [a.all_text() for a in report["tree"].find("nav").find_all("a")]
     assert links == (HEADINGS[:1] + SUBHEADINGS[:1] + HEADINGS[1:2] + SUBHEADINGS[1:4]
-                     + HEADINGS[2:3] + SUBHEADINGS[4:] + HEADINGS[3:])
+                     + HEADINGS[2:3] + SUBHEADINGS[4:] + HEADINGS[3:] + APPENDICES)
 
 
+@pytest.mark.slow
 def test_figures_are_embedded_pngs(report):
     from PIL import Image
 
@@ -189,6 +198,7 @@ def test_figures_are_embedded_pngs(report):
             assert png.format == "PNG" and min(png.size) > 50
 
 
+@pytest.mark.slow
 def test_self_contained(report):
     text = report["html"]
     assert "http://" not in text and "https://" not in text
@@ -198,6 +208,7 @@ def test_self_contained(report):
     assert hrefs and all(h.startswith("#") for h in hrefs)
 
 
+@pytest.mark.slow
 def test_per_epoch_table(report, trained):
     import pandas as pd
 
@@ -211,6 +222,7 @@ def test_per_epoch_table(report, trained):
     assert {"Loss", "Accuracy", "Val. loss", "Val. accuracy"} <= set(headers)
 
 
+@pytest.mark.slow
 def test_per_class_table_worst_first(report):
     rows = body_rows(report["tree"].find("table", **{"class": "per-class"}))
     assert len(rows) == 100
@@ -221,6 +233,7 @@ def test_per_class_table_worst_first(report):
     assert sum(int(row.find_all("td")[6].all_text()) for row in rows) == 200
 
 
+@pytest.mark.slow
 def test_superclass_matrix(report):
     rows = body_rows(report["tree"].find("table", id="superclass-matrix"))
     assert len(rows) == 20
@@ -233,6 +246,7 @@ def test_superclass_matrix(report):
         report["metrics"]["superclass_accuracy"])
 
 
+@pytest.mark.slow
 def test_ten_confused_pairs(report):
     rows = body_rows(report["tree"].find("table", **{"class": "pairs"}))
     assert len(rows) == 10
@@ -246,6 +260,7 @@ def test_ten_confused_pairs(report):
     assert totals == sorted(totals, reverse=True) and totals[0] > 0
 
 
+@pytest.mark.slow
 def test_own_images_escaped_and_unreadable_listed(report):
     text = report["html"]
     titles = [h.all_text() for h in report["tree"].find("section", id="own-images")
@@ -259,6 +274,7 @@ def test_own_images_escaped_and_unreadable_listed(report):
     assert "broken.jpg" in note
 
 
+@pytest.mark.slow
 def test_summary_states_the_numbers(report):
     metrics = report["metrics"]
     summary = report["tree"].find("div", **{"class": "summary"}).all_text()
@@ -268,6 +284,7 @@ def test_summary_states_the_numbers(report):
     assert "own images" in summary
 
 
+@pytest.mark.slow
 def test_terminal_shows_headline_not_tables(report):
     # The start-up line (backend, devices, precision) is printed once per process.
     lines = [line for line in report["stdout"].splitlines() if not line.startswith("Running on ")]
@@ -279,6 +296,7 @@ def test_terminal_shows_headline_not_tables(report):
     assert "precision" not in report["stdout"] and "fine_" not in report["stdout"]
 
 
+@pytest.mark.slow
 def test_template_escapes_class_names(report, trained, fake_data, tmp_path, monkeypatch):
     from network import model_utils
 
@@ -295,6 +313,7 @@ def test_template_escapes_class_names(report, trained, fake_data, tmp_path, monk
     assert "<script" not in text
 
 
+@pytest.mark.slow
 def test_numbers_and_their_headers_align_alike(report):
     table = report["tree"].find("table", **{"class": "per-class"})
     headers = table.find("thead").find_all("th")
@@ -307,6 +326,7 @@ def test_numbers_and_their_headers_align_alike(report):
     assert "text-align" not in bar_rule
 
 
+@pytest.mark.slow
 def test_last_test_model_run_kept_without_images(report, trained, fake_data, tmp_path, capsys):
     """After test_model some/folder, the report shows that folder's images, not img/'s."""
     from network import test_model
@@ -331,6 +351,7 @@ def test_last_test_model_run_kept_without_images(report, trained, fake_data, tmp
     assert "fine_03_photo.png is named after a class (fine_03), which the model" in summary
 
 
+@pytest.mark.slow
 def test_img_recognised_when_test_model_never_ran(report, trained, fake_data, tmp_path, capsys,
                                                  monkeypatch):
     """With no test_model run, the report recognises img/ (here two of its photos: each
@@ -351,33 +372,38 @@ def test_img_recognised_when_test_model_never_ran(report, trained, fake_data, tm
     assert titles == [p.name for p in collect_images([photos])[0]] == ["raccoon.jpg", "rocket.jpg"]
 
 
+@pytest.mark.slow
 def test_chart_column_and_no_hits_in_words(report, trained, fake_data, tmp_path):
-    """predictions.csv's chart column names the charts; zero hits read as words."""
+    """predictions.csv's chart column names each chart's data in charts.npz, from which
+    the report draws its own copy; zero hits read as words."""
     import pandas as pd
 
     out = report_copy(report, tmp_path)
     folder = out / "predictions"
+    stored = dict(np.load(folder / "charts.npz"))
     charts = {"fine_00_cat.png": "first chart.png", "fine_01_dog.png": "second chart.png"}
-    rows = []
+    rows, data = [], {}
     for (image, chart), source in zip(charts.items(), ["rocket_1_top5.png", "a&b <x>_top5.png"]):
         shutil.copy2(folder / source, folder / chart)
+        for part in ("image", "heat"):
+            data[f"{chart}.{part}"] = stored[f"{source}.{part}"]
         rows += [{"file": str(tmp_path / image), "rank": rank, "class": f"fine_{9 + rank}",
                   "probability": 0.2, "chart": chart} for rank in range(1, 6)]
+    np.savez(folder / "charts.npz", **data)
     pd.DataFrame(rows).to_csv(folder / "predictions.csv", index=False)
     make_report.main(["--output-dir", str(out), "--model-path", str(trained["model_path"]),
                       "--data-dir", str(fake_data), "--allow-md5-mismatch"])
     tree = parse((out / "report.html").read_text(encoding="utf-8"))
     section = tree.find("section", id="own-images")
     assert [h.all_text() for h in section.find_all("h3")] == list(charts)
-    embedded = [img.attrs["src"].split(",", 1)[1] for img in section.find_all("img")]
-    assert embedded == [base64.b64encode((folder / c).read_bytes()).decode() for c in
-                        charts.values()]
+    assert len(section.find_all("img")) == 2
     summary = " ".join(tree.find("div", **{"class": "summary"}).all_text().split())
     assert ("Both own images are named after a class, but for none of them is that class "
             "among the model\u2019s top five.") in summary
     assert not re.search(r"\bfor 0\b", summary)
 
 
+@pytest.mark.slow
 def test_history_counted_from_1_without_validation(report, trained, fake_data, tmp_path):
     """A history.csv that counts from 1 and has no validation columns."""
     import pandas as pd
@@ -398,18 +424,25 @@ def test_history_counted_from_1_without_validation(report, trained, fake_data, t
     assert "validation loss" not in tree.find("div", **{"class": "summary"}).all_text()
 
 
-def test_best_and_worst_classes_with_the_full_table_collapsed(report):
+@pytest.mark.slow
+def test_every_class_in_one_table_best_first_with_the_full_scores_collapsed(report):
     section = report["tree"].find("section", id="per-class")
-    best = body_rows(section.find("table", **{"class": "per-class-best"}))
-    worst = body_rows(section.find("table", **{"class": "per-class-worst"}))
-    assert len(best) == len(worst) == 10
-    f1 = [float(row.find_all("td")[5].all_text()) for row in best]
-    assert f1 == sorted(f1, reverse=True)
+    table = section.find("table", **{"class": "accuracy"})
+    cells = [td for row in body_rows(table) for td in row.find_all("td")]
+    entries = [(int(cells[i].all_text()), cells[i + 1].all_text(), cells[i + 2].all_text())
+               for i in range(0, len(cells), 3) if cells[i].all_text()]
+    assert sorted(rank for rank, _, _ in entries) == list(range(1, 101))
+    assert sorted(name for _, name, _ in entries) == [f"fine_{i:02d}" for i in range(100)]
+    by_rank = [float(share.rstrip("%")) for _, _, share in sorted(entries)]
+    assert by_rank == sorted(by_rank, reverse=True)
+    assert len([td for td in cells if "top" in td.attrs.get("class", "").split()]) == 3 * 10
+    assert len([td for td in cells if "bottom" in td.attrs.get("class", "").split()]) == 3 * 10
     full = section.find("details").find("table", **{"class": "per-class"})
     assert len(body_rows(full)) == 100
-    assert "classification_report.csv" in section.all_text()
+    assert "CSV" not in section.all_text()
 
 
+@pytest.mark.slow
 def test_title_block_invents_nothing(report):
     title = report["tree"].find("header", **{"class": "title-page"})
     text = " ".join(title.all_text().split())
@@ -419,6 +452,7 @@ def test_title_block_invents_nothing(report):
     assert cells and all(set(cell) == {"_"} for cell in cells)  # blanks to fill in by hand
 
 
+@pytest.mark.slow
 def test_settings_list_only_what_applies(report):
     """The lab CNN with Adam: no ResNet or AdamW fields, nothing empty or internal."""
     section = report["tree"].find("section", id="settings")
@@ -432,6 +466,7 @@ def test_settings_list_only_what_applies(report):
     assert "\u2014" not in section.all_text()  # no dashes standing for missing values
 
 
+@pytest.mark.slow
 def test_console_logs_shown_as_terminal_text(report, trained, fake_data, tmp_path):
     out = report_copy(report, tmp_path)
     tree = report["tree"]
@@ -468,6 +503,7 @@ def docx_contents(path):
     return headings, len(document.inline_shapes), tables
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lang", ["en", "uk"])
 def test_report_in_each_language_as_html_and_word(report, trained, fake_data, tmp_path, lang):
     from network.report.text import Words
@@ -481,7 +517,8 @@ def test_report_in_each_language_as_html_and_word(report, trained, fake_data, tm
     tree = parse(html)
     assert f'<html lang="{lang}">' in html
     titles = [w(f"{key}.title") for key in ("procedure", "training", "evaluation", "own",
-                                            "conclusions")]
+                                            "conclusions", "appendix_a",
+                                            "appendix_b")]
     assert [h.all_text() for h in tree.find_all("h2")] == titles
     title = " ".join(tree.find("header").all_text().split())
     assert "Іван Петренко" in title and "КН-24" in title and "О. К. Коваль" in title
@@ -518,6 +555,7 @@ def mtimes(out):
             for name in ["metrics.json", "predictions/predictions.csv"]}
 
 
+@pytest.mark.slow
 def test_reuses_outputs_and_reruns_stale_ones(report, trained, fake_data, tmp_path):
     out = tmp_path / "reports"
     shutil.copytree(report["out"], out)
@@ -547,6 +585,7 @@ def test_reuses_outputs_and_reruns_stale_ones(report, trained, fake_data, tmp_pa
     assert f"{tta['top5_accuracy']:.1%}" in metrics.find("table").all_text()
 
 
+@pytest.mark.slow
 def test_evaluation_of_another_model_is_not_reused(report, tmp_path):
     out = tmp_path / "reports"
     shutil.copytree(report["out"], out)
@@ -562,6 +601,7 @@ def test_evaluation_of_another_model_is_not_reused(report, tmp_path):
     assert "test_samples.png" in refresh.evaluation_needed(args)
 
 
+@pytest.mark.slow
 def test_without_a_training_run_the_report_says_what_is_missing(report, tmp_path, trained,
                                                                  fake_data, capsys):
     """A model trained elsewhere: the report shows the rest and says how to add training.
@@ -578,7 +618,7 @@ def test_without_a_training_run_the_report_says_what_is_missing(report, tmp_path
     assert [h.all_text() for h in tree.find_all("h2")] == HEADINGS
     training = " ".join(tree.find("section", id="training").all_text().split())
     assert "No training run in" in training and "history.csv, train_summary.json" in training
-    assert f"python -m network.train_model --output-dir {out}" in training
+    assert "python -m network.train_model --output-dir reports" in training  # no tmp path
     assert not tree.find("section", id="training").find_all("img")
     assert tree.find("section", id="metrics").find_all("div", **{"class": "card"})
     assert len(tree.find("section", id="own-images").find_all("img")) == 2
@@ -586,6 +626,7 @@ def test_without_a_training_run_the_report_says_what_is_missing(report, tmp_path
     assert "recognises" in conclusions and "Without the training run" in conclusions
 
 
+@pytest.mark.slow
 def test_no_model_yet_is_a_clean_error(tmp_path, fake_data):
     args = report_args(tmp_path / "out", tmp_path, tmp_path / "models" / "best_model.h5",
                        fake_data)
@@ -596,6 +637,7 @@ def test_no_model_yet_is_a_clean_error(tmp_path, fake_data):
     assert not (tmp_path / "out" / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_no_own_images_is_a_clean_error(report, trained, fake_data, tmp_path):
     out = tmp_path / "reports"
     shutil.copytree(report["out"], out)
@@ -604,6 +646,7 @@ def test_no_own_images_is_a_clean_error(report, trained, fake_data, tmp_path):
         make_report.main(report_args(out, tmp_path / "none", trained["model_path"], fake_data))
 
 
+@pytest.mark.slow
 def test_runs_as_a_file(report, trained, fake_data, tmp_path):
     out = tmp_path / "reports"
     shutil.copytree(report["out"], out)
@@ -618,23 +661,34 @@ def test_runs_as_a_file(report, trained, fake_data, tmp_path):
 
 # --- Pieces ---------------------------------------------------------------------------
 
-def test_confusion_parts_are_drawn_once_per_evaluation(tmp_path, monkeypatch):
+def test_confusion_parts_are_drawn_once_per_evaluation_and_language(tmp_path, monkeypatch):
     """A report made again from the same evaluation reuses the drawn parts; another
-    evaluation's matrix gets its own, and the old ones go."""
+    evaluation's matrix, or another language, gets its own, and the old ones go."""
+    from network.report.figures import FigureCache
+    from network.report.text import ClassNames, Words
+
     drawn = []
     real = metrics.plot_confusion_matrix
     monkeypatch.setattr(metrics, "plot_confusion_matrix",
                         lambda *args, **kwargs: drawn.append(args[4]) or real(*args, **kwargs))
-    names, coarse, mapping = ["a", "b", "c", "d"], ["x", "y"], [0, 0, 1, 1]
+    names, coarse, mapping = ["apple", "bowl", "cup", "pear"], ["fruit", "food"], [0, 0, 1, 1]
     cm = np.array([[3, 1, 0, 0], [0, 4, 0, 0], [0, 0, 2, 2], [1, 0, 0, 3]])
-    first = gather.confusion_parts(cm, names, coarse, mapping, tmp_path)
-    again = gather.confusion_parts(cm, names, coarse, mapping, tmp_path)
-    assert len(drawn) == 1 and again == first
+
+    def parts(lang):
+        cache = FigureCache(tmp_path, Words(lang), ClassNames(lang))
+        shown = gather.confusion_parts(cm, names, coarse, mapping, cache)
+        cache.prune()
+        return shown
+
+    first = parts("en")
+    assert len(drawn) == 1 and parts("en") == first
     assert first[0]["png"] == drawn[0].read_bytes()
+    ukrainian = parts("uk")
+    assert len(drawn) == 2 and ukrainian != first
     cm[0] = [4, 0, 0, 0]
-    other = gather.confusion_parts(cm, names, coarse, mapping, tmp_path)
-    assert len(drawn) == 2 and other != first
-    assert list((tmp_path / gather.PARTS_DIR).iterdir()) == [drawn[1]]
+    other = parts("uk")
+    assert len(drawn) == 3 and other != ukrainian
+    assert list((tmp_path / gather.PARTS_DIR).iterdir()) == [drawn[2]]
 
 
 def test_most_confused_pairs_sum_both_directions():
@@ -663,20 +717,6 @@ def test_guess_class_from_file_name():
 
 
 # --- Figures --------------------------------------------------------------------------
-
-@pytest.fixture
-def drawn(monkeypatch):
-    """The figures the plot functions save (still saved as PNG files)."""
-    figures = []
-    save = metrics.save_figure
-
-    def keep(fig, path, show=False):
-        figures.append(fig)
-        save(fig, path, show)
-
-    monkeypatch.setattr(metrics, "save_figure", keep)
-    return figures
-
 
 @pytest.mark.parametrize("first_epoch", [0, 1])
 def test_training_curves_in_percent_from_epoch_1(drawn, tmp_path, first_epoch):
@@ -748,6 +788,7 @@ def find_browser():
                  if shutil.which(name)), None)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_browser() is None, reason="no chromium / google-chrome installed")
 def test_renders_in_headless_browser(report, tmp_path):
     from PIL import Image
@@ -775,6 +816,7 @@ PRINT_TOOLS = ("pdfimages", "pdftotext")
 
 @pytest.mark.skipif(find_browser() is None or not all(map(shutil.which, PRINT_TOOLS)),
                     reason="needs chromium and poppler-utils (pdfimages, pdftotext)")
+@pytest.mark.slow
 def test_prints_on_a4_without_shrinking_or_stranded_headings(report, tmp_path):
     """Printed to PDF: A4, figures at their own size or the page's (never shrunk, so their
     text stays >= 9 pt), every part on a new page, no heading left at the foot of a page."""

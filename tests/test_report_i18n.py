@@ -57,7 +57,8 @@ def test_both_catalogues_have_the_same_keys_and_placeholders():
 
 def test_every_key_the_report_uses_is_in_the_catalogue():
     used = set(BUILT_KEYS)
-    for module in ("report/builder", "report/conclusions", "report/text"):
+    for module in ("report/builder", "report/conclusions", "report/text", "analysis/metrics",
+                   "analysis/explain", "analysis/calibration"):
         source = (ROOT / "network" / f"{module}.py").read_text(encoding="utf-8")
         used |= set(re.findall(r"""\bw\(\s*["']([a-z0-9_.]+)["']""", source))
         used |= set(re.findall(r"""self\(\s*["']([a-z0-9_.]+)["']""", source))

@@ -5,7 +5,9 @@
 3. evaluation: overall accuracy and loss, accuracy per class, 16 random test
    images, then further analyses (confusion, calibration, confident mistakes);
 4. recognition of your own images: the program's output and each image's chart;
-5. conclusions: a draft written from the measured figures, to be edited.
+5. conclusions: a draft written from the measured figures, to be edited;
+appendices: the model's summary and the whole training log (section 2.1 shows
+an excerpt: its start and its first and last epochs).
 
 ``build_report(run, words, names)`` turns what make_report read from the
 output folder (``run``, a dict) into a ``document.Report``; every sentence
@@ -34,8 +36,12 @@ from network.report.document import (
     runs,
 )
 
-TOP_CLASSES = 10            # the best and worst classes listed in the report
+TOP_CLASSES = 10            # the best and worst classes highlighted in the per-class table
+CLASS_COLUMNS = 3           # the per-class table's classes side by side, to fit one page
 MIN_OWN, MAX_OWN = 5, 10    # the manual asks for 5-10 own images of different classes
+EXCERPT_EPOCHS = 2          # epochs shown at each end of the training log's excerpt
+SUMMARY_START, SUMMARY_END = 'Model: "', " Non-trainable params"   # Keras's model.summary()
+EPOCH_LINE = "Epoch "
 # Settings that apply to one network or optimizer only, and internal timings.
 ONLY_FOR = {"width": ("network", "resnet9"), "crop_padding": ("network", "resnet9"),
             "stem_stride": ("network", "resnet9"), "warmup_epochs": ("optimizer", "adamw"),
@@ -49,12 +55,12 @@ HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "top5", "val_loss", "val_accurac
 
 def build_report(run, w, names):
     sections = [procedure(run, w), training(run, w), evaluation(run, w, names),
-                own_images(run, w, names), conclusions_section(run, w, names)]
+                own_images(run, w, names), conclusions_section(run, w, names),
+                *appendices(run, w)]
     number_captions(sections, w)
     return Report(lang=w.lang, title=w("report.title"), title_block=title_block(run, w),
                   contents_label=w("report.contents"),
-                  meta=w("report.meta", date=run["generated_at"], folder=run["out_shown"]),
-                  sections=sections)
+                  meta=w("report.meta", folder=run["out_shown"]), sections=sections)
 
 
 def number_captions(sections, w):
@@ -80,16 +86,19 @@ def number_captions(sections, w):
 
 
 def title_block(run, w):
-    """The title page: the manual's title, topic, who did it, who checks it, the aim.
-    Names not given stay blank lines to fill in by hand."""
+    """The title page: the university and department, the manual's title, topic, who did
+    it, who checks it, the aim, and the city and year at the foot. Names not given stay
+    blank lines to fill in by hand; the year is the training run's (else this one)."""
     blank = "_" * 24
     student = " ".join(filter(None, [run["group"] and w("title.group", group=run["group"]),
                                      run["student"]])) or blank
-    return {"heading": w("title.lab_work"),
+    return {"institution": [run["university"] or blank, run["department"] or blank],
+            "heading": w("title.lab_work"),
             "topic": w("title.topic", topic=run["topic"] or w("title.default_topic")),
             "rows": [(w("title.done_by"), student),
                      (w("title.checked_by"), run["teacher"] or blank)],
-            "aim_label": w("title.aim"), "aim": run["aim"] or w("title.default_aim")}
+            "aim_label": w("title.aim"), "aim": run["aim"] or w("title.default_aim"),
+            "place": " \u2013 ".join(filter(None, [run["city"], str(run["year"])]))}
 
 
 # --- 1. Procedure ------------------------------------------------------------------------
@@ -115,7 +124,8 @@ def initial_data(run, w):
     if not run["training"]:
         return Section("settings", w("settings.title"), [missing_training(run, w)])
     summary = run["training"]["summary"]
-    facts = [("run.trained", run["training"]["trained_at"]),
+    finished = run["training"]["finished_at"]
+    facts = [("run.trained", local_time(finished) if finished else w("run.trained_unknown")),
              ("run.network", run["training"]["settings"].get("network")),
              ("run.parameters", summary.get("parameters")),
              ("run.epochs", summary.get("epochs_run")),
@@ -131,6 +141,12 @@ def initial_data(run, w):
         blocks.insert(0, Para.of(w("settings.other_model", trained=run["other_model"],
                                    evaluated=run["model_shown"]), style="note"))
     return Section("settings", w("settings.title"), [Para.of(w("settings.intro"))] + blocks)
+
+
+def local_time(moment):
+    """``2025-03-14 16:05 (UTC+02:00)``: the time where training ran, with its offset."""
+    offset = moment.strftime("%z")
+    return f"{moment:%Y-%m-%d %H:%M} (UTC{offset[:3]}:{offset[3:5]})"
 
 
 def flatten_settings(settings):
@@ -183,7 +199,7 @@ def training(run, w):
     blocks = [Para.of(w("training.intro"))]
     if not run["training"]:
         return Section("training", w("training.title"), blocks + [missing_training(run, w)])
-    children = [Section("log", w("log.title"), [console(run, w, "train_model")]),
+    children = [Section("log", w("log.title"), [training_log_excerpt(run, w)]),
                 Section("history", w("history.title"), history_blocks(run["training"], w)),
                 Section("curves", w("curves.title"), [curves_figure(run, w)])]
     return Section("training", w("training.title"), blocks, children)
@@ -195,6 +211,54 @@ def console(run, w, script):
     if text is None:
         return Para.of(w("log.missing", script=script, log=f"logs/{script}.log"), style="note")
     return Pre(text, w("log.caption", log=f"logs/{script}.log"))
+
+
+def split_training_log(text):
+    """(model summary or None, the log with the summary left out, epoch blocks' line ranges)
+    of train_model's console output."""
+    lines = text.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith(SUMMARY_START)), None)
+    end = next((i for i, line in enumerate(lines) if line.startswith(SUMMARY_END)), None)
+    summary = None
+    if start is not None and end is not None and end >= start:
+        summary = "\n".join(lines[start:end + 1])
+        lines = lines[:start] + [None] + lines[end + 1:]    # None: where the summary was
+    epochs = [i for i, line in enumerate(lines) if line and line.startswith(EPOCH_LINE)]
+    return summary, lines, epochs
+
+
+def training_log_excerpt(run, w):
+    """The training log's start and its first and last epochs; the whole log and the
+    model summary are in the appendices."""
+    text = run["logs"].get("train_model")
+    if text is None:
+        return console(run, w, "train_model")
+    _, lines, epochs = split_training_log(text)
+    marks = {None: w("log.summary_moved")}
+    if len(epochs) > 2 * EXCERPT_EPOCHS:
+        first_cut, last_kept = epochs[EXCERPT_EPOCHS], epochs[-EXCERPT_EPOCHS]
+        skipped = len(epochs) - 2 * EXCERPT_EPOCHS
+        lines = (lines[:first_cut] + [w("log.epochs_left_out", count=skipped)]
+                 + lines[last_kept:])
+    shown = "\n".join(marks.get(line, line) for line in lines)
+    return Pre(shown, w("log.excerpt_caption", log="logs/train_model.log"))
+
+
+def appendices(run, w):
+    """The model's summary and the whole training log, at the end where they do not
+    interrupt the report."""
+    text = run["logs"].get("train_model") if run["training"] else None
+    if text is None:
+        return []
+    summary, lines, _ = split_training_log(text)
+    full = "\n".join(w("log.summary_moved") if line is None else line for line in lines)
+    sections = []
+    if summary:
+        sections.append(Section("model-summary", w("appendix_a.title"),
+                                [Para.of(w("appendix_a.intro")), Pre(summary)]))
+    sections.append(Section("full-log", w("appendix_b.title"),
+                            [Pre(full, w("log.caption", log="logs/train_model.log"))]))
+    return sections
 
 
 def history_blocks(training, w):
@@ -290,16 +354,38 @@ def metrics_blocks(run, w):
 
 
 def per_class_blocks(run, w, names):
+    """Every class's accuracy (its share of test images recognised) in one compact
+    table, best first, the best and worst TOP_CLASSES highlighted; precision, recall
+    and F1 of each class on request (collapsed on the page)."""
     rows = run["per_class"]            # worst F1 first
-    scored = [r for r in rows if r["support"]]
-    k = min(TOP_CLASSES, len(scored) // 2)
-    best, worst = scored[::-1][:k], scored[:k]
-    return [Para.of(w("per_class.intro")),
-            class_table(best, w, names, "per-class-best", w("per_class.best", count=k)),
-            class_table(worst, w, names, "per-class-worst", w("per_class.worst", count=k)),
-            Para.of(w("per_class.full_note", csv="classification_report.csv")),
+    return [Para.of(w("per_class.intro", count=len(rows), top=TOP_CLASSES)),
+            accuracy_table(rows, w, names),
             Details(w("per_class.details", count=len(rows)),
                     [class_table(rows, w, names, "per-class", "")])]
+
+
+def accuracy_table(rows, w, names):
+    """The classes by accuracy, read down CLASS_COLUMNS side-by-side columns."""
+    scored = sorted((r for r in rows if r["support"]), key=lambda r: (-r["recall"], r["name"]))
+    marked = {id(r): "top" for r in scored[:TOP_CLASSES]}
+    marked.update({id(r): "bottom" for r in scored[-TOP_CLASSES:]}
+                  if len(scored) > 2 * TOP_CLASSES else {})
+    height = -(-len(scored) // CLASS_COLUMNS)
+    head = [Cell("#"), Cell(w("per_class.class"), "text"), Cell(w("per_class.accuracy"))]
+    body = []
+    for line in range(height):
+        cells = []
+        for column in range(CLASS_COLUMNS):
+            i = column * height + line
+            if i >= len(scored):
+                cells += [Cell(""), Cell("", "text"), Cell("")]
+                continue
+            r, mark = scored[i], marked.get(id(scored[i]), "")
+            cells += [Cell(str(i + 1), mark), Cell(names.show(r["name"]), f"text {mark}".strip()),
+                      Cell(w.pct(r["recall"], 0), mark)]
+        body.append(Row(cells))
+    return Table(head * CLASS_COLUMNS, body, cls="accuracy",
+                 caption=w("per_class.caption", count=len(scored)))
 
 
 def class_table(rows, w, names, cls, caption):
@@ -373,10 +459,20 @@ def calibration_blocks(run, w):
 # --- 4. Own images -----------------------------------------------------------------------
 
 def own_images(run, w, names):
-    own = run["own"]
-    advice = "own.count_ok" if MIN_OWN <= len(own) <= MAX_OWN else "own.count_advice"
-    blocks = [Para.of(w("own.intro", count=len(own)) + " "
-                      + w(advice, low=MIN_OWN, high=MAX_OWN))]
+    own = run["own"]                   # distinct photos; each names its copies
+    copies = sum(len(r["copies"]) for r in own)
+    classes = len({r["top"][0][0] for r in own})
+    words = [w("own.intro", count=len(own))]
+    if copies:
+        words.append(w("own.copies", count=copies))
+    words.append(w("own.manual", low=MIN_OWN, high=MAX_OWN))
+    shortfalls = ([w("own.too_few_photos", count=len(own))] if len(own) < MIN_OWN else []) + \
+        ([w("own.too_few_classes", count=classes)] if own and classes < MIN_OWN else [])
+    if len(own) > MAX_OWN:
+        shortfalls.append(w("own.too_many", count=len(own)))
+    blocks = [Para.of(" ".join(words))]
+    if shortfalls:
+        blocks.append(Para.of(" ".join(shortfalls) + " " + w("own.advice"), style="note"))
     if own:
         blocks.append(Para.of(w("own.explained")))
     if run["skipped"]:
@@ -392,6 +488,9 @@ def own_images(run, w, names):
 
 def own_image_blocks(r, w, names):
     blocks = []
+    if r["copies"]:
+        blocks.append(Para.of(w("own.same_photo", count=len(r["copies"]),
+                                files=", ".join(r["copies"]))))
     if r["expected"]:
         verdict = (("own.first", "ok") if r["rank"] == 1 else ("own.ranked", "ok") if r["rank"]
                    else ("own.missed", "bad"))

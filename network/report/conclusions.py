@@ -2,8 +2,9 @@
 
 The student edits it before handing the report in; the report marks it as a
 draft. Each paragraph reads one part of the run: the test accuracy against
-the manual's, how training went (over- or under-fitting, from the validation
-curve), the classes learnt best and worst, the most confused pairs, and the
+the manual's, how training went (read from the validation curve by the rules
+stated below as constants: nothing is called overfitting, a plateau or a trend
+unless the numbers carry it), the classes learnt best and worst, the most confused pairs, and the
 own images. Every number comes from the output folder's files.
 
 Usage:
@@ -13,8 +14,18 @@ Usage:
 """
 
 SHOWN = 3                   # classes and pairs named in a sentence
-OVERFIT_GAP = 0.10          # training accuracy this far above validation reads as overfitting
 NEAR_CHANCE = 3             # accuracy below 3x chance: the network has hardly learnt
+# What the validation curve must show before the draft names it. Overfitting: validation
+# loss above its minimum by more than OVERFIT_RISE of it, in at least OVERFIT_EPOCHS epochs
+# after the best one. A smaller or shorter rise is reported as numbers, with no claim.
+OVERFIT_RISE = 0.02
+OVERFIT_EPOCHS = 3
+# A trend: validation loss that fell by more than TREND_CHANGE of its value over the last
+# TREND_EPOCHS epochs (fewer when the run was shorter) is still falling; less, it has
+# levelled off.
+TREND_CHANGE = 0.02
+TREND_EPOCHS = 3
+WIDE_GAP = 0.10             # training accuracy this far above validation is worth a remark
 
 
 def conclusions(run, w, names):
@@ -35,12 +46,14 @@ def accuracy(run, w):
                   manual=w.pct(manual["accuracy"], 2)))
     chance = 1 / run["num_classes"]
     if m["accuracy"] < NEAR_CHANCE * chance:
-        text.append(w("conclusions.chance", chance=w.pct(chance), classes=run["num_classes"]))
+        text.append(w("conclusions.chance", count=run["num_classes"], chance=w.pct(chance),
+                      classes=run["num_classes"]))
     return " ".join(text)
 
 
 def fitting(training, w):
-    """Over- or under-fitting, read from the training and validation curves."""
+    """What the validation curve shows, claimed only as far as the rule constants above
+    allow: overfitting, a plateau, a falling trend, or just the numbers."""
     if training is None:
         return w("conclusions.no_training")
     history, best = training["history"], training["best"]
@@ -48,20 +61,55 @@ def fitting(training, w):
         return w("conclusions.no_validation")
     if len(history) == 1:
         return w("conclusions.one_epoch")
-    last, best_epoch = history.iloc[-1], int(history.loc[best, "epoch"])
-    text = []
-    if best < len(history) - 1:
-        kept = "conclusions.kept_best" if training["early_stopping"] else "conclusions.kept_last"
-        text += [w("conclusions.val_loss_rose", epoch=best_epoch, count=len(history) - 1 - best),
-                 w(kept, epoch=best_epoch)]
-    else:
-        text.append(w("conclusions.still_falling", epoch=int(last["epoch"])))
-    if "accuracy" in last and "val_accuracy" in last:
-        gap = last["accuracy"] - last["val_accuracy"]
-        key = "conclusions.gap" if gap > OVERFIT_GAP else "conclusions.close"
-        text.append(w(key, train=w.pct(last["accuracy"]), val=w.pct(last["val_accuracy"]),
-                      points=w.points(gap)))
-    return " ".join(text)
+    overfit = overfitting(history, best)
+    text = [validation_trend(history, best, overfit, w)]
+    if best < len(history) - 1 and training["early_stopping"]:
+        text.append(w("conclusions.kept_best", epoch=int(history.loc[best, "epoch"])))
+    elif best < len(history) - 1:
+        text.append(w("conclusions.kept_last", epoch=int(history.loc[best, "epoch"])))
+    text.append(accuracy_gap(history.iloc[-1], overfit, w))
+    return " ".join(filter(None, text))
+
+
+def overfitting(history, best):
+    """How many epochs after the best one kept validation loss above its minimum by more
+    than OVERFIT_RISE of it, when at least OVERFIT_EPOCHS did (else 0)."""
+    lowest = history["val_loss"].iloc[best]
+    after = history["val_loss"].iloc[best + 1:]
+    risen = int((after > lowest * (1 + OVERFIT_RISE)).sum())
+    return risen if risen >= OVERFIT_EPOCHS else 0
+
+
+def validation_trend(history, best, overfit, w):
+    loss = history["val_loss"]
+    epoch, last = int(history["epoch"].iloc[best]), len(history) - 1
+    fields = {"epoch": epoch, "loss": w.num(loss.iloc[best], 4),
+              "rise": w.pct(OVERFIT_RISE, 0), "last": w.num(loss.iloc[-1], 4)}
+    if overfit:
+        falling = history["loss"].iloc[-1] < history["loss"].iloc[best]
+        key = "conclusions.overfitting" if falling else "conclusions.overfitting_plain"
+        return w(key, count=overfit, after=last - best, **fields)
+    if best < last:
+        return w("conclusions.near_minimum", count=last - best, **fields)
+    # The lowest validation loss is the last epoch's: still falling, or levelled off?
+    span = min(TREND_EPOCHS, last)
+    before = loss.iloc[-1 - span]
+    change = (before - loss.iloc[-1]) / before
+    key = "conclusions.still_falling" if change > TREND_CHANGE else "conclusions.levelled_off"
+    return w(key, count=span, before=w.num(before, 4), change=w.pct(abs(change)),
+             threshold=w.pct(TREND_CHANGE, 0), **fields)
+
+
+def accuracy_gap(last, overfit, w):
+    """Training against validation accuracy in the last epoch, as numbers; "no sign of
+    overfitting" only when they are close and the loss rule found none."""
+    if "accuracy" not in last or "val_accuracy" not in last:
+        return ""
+    gap = last["accuracy"] - last["val_accuracy"]
+    key = ("conclusions.gap" if gap > WIDE_GAP else "conclusions.close_plain" if overfit
+           else "conclusions.close")
+    return w(key, train=w.pct(last["accuracy"]), val=w.pct(last["val_accuracy"]),
+             points=w.points(gap))
 
 
 def classes(per_class, w, names):

@@ -1,9 +1,12 @@
 """Gather what the lab's scripts left in the output folder into one dict for the report.
 
 The latest training run (``history.csv``, ``train_summary.json``), the evaluation
-(``metrics.json``, ``test_predictions.csv`` and its figures), the recognition of your
-own images (``predictions/predictions.csv`` and its charts) and every script's saved
-console log. A file that cannot be read is a one-line ``LabError`` naming its remedy.
+(``metrics.json``, ``test_predictions.csv``, ``figure_data.npz``), the recognition of
+your own images (``predictions/predictions.csv``, ``charts.npz``) and every script's
+saved console log. The figures are the report's own copies, drawn in its language
+(``report.figures``). Paths are shown relative to the project, or by file name when
+they lie outside it: the report never shows another machine's folders. A file that
+cannot be read is a one-line ``LabError`` naming its remedy.
 
 Usage:
 
@@ -13,27 +16,35 @@ Usage:
 """
 
 import contextlib
-import hashlib
+import datetime
 import io
 import json
-import shutil
-import time
+import os
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from network.core import cli
+from network import PROJECT_ROOT
 from network.core.console_log import LOG_DIR, command_line
 from network.core.errors import LabError
+from network.report import figures
+from network.report.style import PRINT_WIDTH_CM
 
 TRAINING_FILES = ("history.csv", "train_summary.json")
 PREDICTIONS = Path("predictions", "predictions.csv")  # test_model's table in the output folder
+CHART_DATA = Path("predictions", "charts.npz")        # the charts' photos and heat maps
+FIGURE_DATA = "figure_data.npz"                       # the evaluation's grids' images
 MANUAL = {"accuracy": 0.5754, "loss": 1.63}  # the manual's published test result, for comparison
-PRINT_WIDTH_CM = 17.0          # A4 less report.css's margins: figures are drawn for it
 CONFUSION_PART = 9             # superclasses per printed part of the confusion matrix (3 x 3)
-PARTS_DIR = ".report-figures"  # the drawn parts, kept for the next report of the same evaluation
+PARTS_DIR = figures.FOLDER     # the drawn figures, kept for the next report of the same run
 LOGGED = ("train_model", "evaluate_model", "test_model")
 LOG_LINES = 400                # longer logs keep their start and end
+TITLE_FIELDS = ("student", "group", "teacher", "topic", "aim", "university", "department",
+                "city")
+# An absolute path in a command or log: after a space, "=" or a quote, never inside a URL.
+ABSOLUTE_PATH = re.compile(r"""(?<![\w.:/~])(?:/|[A-Za-z]:\\)[^\s"',;]+""")
 
 
 @contextlib.contextmanager
@@ -41,14 +52,40 @@ def reading(path, remedy):
     """Turn a file that cannot be read or parsed into a one-line ``LabError``."""
     try:
         yield
-    except (OSError, ValueError, KeyError, TypeError) as err:  # pandas' ParserError included
+    # pandas' ParserError is a ValueError; a damaged .npz is a BadZipFile.
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         raise LabError(f"{path} cannot be used ({err}): {remedy}") from None
+
+
+def shown_path(path):
+    """A path as the report shows it: relative to the project when inside it, else its
+    file name (another machine's folders mean nothing to the reader)."""
+    path = Path(path)
+    try:
+        return Path(os.path.abspath(path)).relative_to(PROJECT_ROOT).as_posix() or "."
+    except ValueError:
+        return path.name or str(path)
+
+
+def shown_paths(text):
+    """``text`` with every absolute path in it as ``shown_path`` shows it."""
+    return ABSOLUTE_PATH.sub(lambda match: shown_path(match.group(0)), text)
+
+
+def finished_at(summary):
+    """When training finished (train_summary.json's ``finished_at``, ISO 8601 with its
+    time-zone offset), or None for a summary written before it had one."""
+    try:
+        moment = datetime.datetime.fromisoformat(str(summary["finished_at"]))
+    except (KeyError, ValueError):
+        return None
+    return moment if moment.tzinfo else None
 
 
 def load_training_run(out):
     """The latest training run (history, summary, the saved epoch), or None with the
     names of the files that are missing: the report then says how to add it."""
-    from network.analysis.metrics import epoch_numbers, has_validation, load_history, plot_history
+    from network.analysis.metrics import epoch_numbers, has_validation, load_history
     from network.report.builder import flatten_settings
 
     missing = [name for name in TRAINING_FILES if not (out / name).is_file()]
@@ -58,8 +95,6 @@ def load_training_run(out):
         history = load_history(out / "history.csv")
         if history.empty:
             raise ValueError("no epochs")
-    # Drawn from history.csv each time, so the figure always matches the table beside it.
-    plot_history(history, out / "training_curves.png")
     summary = read_json(out / "train_summary.json", "train again")
     settings = flatten_settings(summary.get("settings"))
     history = history.assign(epoch=epoch_numbers(history))
@@ -68,9 +103,7 @@ def load_training_run(out):
     early_stopping = settings.get("patience") is not None
     return {"history": history, "summary": summary, "settings": settings, "best": best,
             "saved": best if early_stopping else len(history) - 1,
-            "early_stopping": early_stopping,
-            "trained_at": time.strftime("%Y-%m-%d %H:%M", time.localtime(
-                (out / "train_summary.json").stat().st_mtime))}, []
+            "early_stopping": early_stopping, "finished_at": finished_at(summary)}, []
 
 
 def read_json(path, remedy):
@@ -135,7 +168,9 @@ def read_predictions(csv):
         for file, rows in table.groupby("file", sort=False):
             rows = rows.sort_values("rank")
             chart = rows["chart"].iloc[0] if "chart" in rows else Path(file).stem + CHART_SUFFIX
+            copy_of = rows["copy_of"].iloc[0] if "copy_of" in rows else None
             results[file] = {"chart": csv.parent / str(chart),
+                             "copy_of": copy_of if isinstance(copy_of, str) and copy_of else None,
                              "top": list(zip(rows["class"].astype(str),
                                              rows["probability"].astype(float)))}
         return results
@@ -171,7 +206,7 @@ def read_logs(out):
             cut = len(lines) - head - tail
             lines = lines[:head] + [f"[... {cut} lines: see {LOG_DIR}/{script}.log ...]"] \
                 + lines[-tail:]
-        logs[script] = "\n".join(lines)
+        logs[script] = shown_paths("\n".join(lines))
     return logs
 
 
@@ -191,58 +226,61 @@ def guess_class(stem, names):
     return max(hits, key=len) if hits else None
 
 
-def own_image_results(csv, names):
-    """One dict per image of the last test_model run: name, chart, top-5, named class, rank."""
+def own_image_results(out, names, cache):
+    """One dict per image of the last test_model run: name, chart (the report's copy),
+    top-5, named class, rank, and the other files holding the same photo (``copies``).
+    A copy of an earlier photo is left out: it is shown once, with its other names."""
+    csv = out / PREDICTIONS
     recorded = read_predictions(csv)
     if recorded is None:
         raise LabError(f"{csv} cannot be read: run again with --refresh")
-    results = []
+    charts = read_npz(out / CHART_DATA)
+    results, by_file = [], {}
     for file, r in recorded.items():
+        if r["copy_of"] in by_file:
+            by_file[r["copy_of"]]["copies"].append(shown_path(file))
+            continue
         expected = guess_class(Path(file).stem, names)
         classes = [c for c, _ in r["top"]]
         rank = classes.index(expected) + 1 if expected in classes else None
-        chart = read_png(r["chart"])
-        results.append({"name": Path(file).name, "chart": chart, "top": r["top"],
-                        "expected": expected, "rank": rank,
-                        "width_cm": printed_width_cm(chart)})
+        key = r["chart"].name
+        with reading(out / CHART_DATA, "run again with --refresh"):
+            chart = figures.own_chart(cache, Path(file).name, charts[f"{key}.image"],
+                                      charts[f"{key}.heat"], r["top"])
+        by_file[file] = {"name": Path(file).name, "chart": chart, "top": r["top"],
+                         "expected": expected, "rank": rank, "copies": [],
+                         "width_cm": printed_width_cm(chart)}
+        results.append(by_file[file])
     return results
 
 
 # --- Gathering the run -------------------------------------------------------------------
 
-def confusion_parts(cm, names, coarse_names, fine_to_coarse, out):
+def confusion_parts(cm, names, coarse_names, fine_to_coarse, cache):
     """The confusion matrix in parts of a few superclasses, each one fitting a printed page
-    with its text at 9 pt or more.
-
-    Drawing them takes seconds on a CPU, so they are kept in ``out/.report-figures``
-    under a digest of everything they show: a report made again from the same
-    evaluation (say, with your name added) reuses them, and a new evaluation never does.
-    """
-    from network.analysis.metrics import plot_confusion_matrix
-
+    with its text at 9 pt or more (drawn once per evaluation and language: ``cache``)."""
     mapping = np.asarray(fine_to_coarse)
-    shown = json.dumps([np.asarray(cm).tolist(), names, coarse_names, mapping.tolist(),
-                        CONFUSION_PART])
-    digest = hashlib.sha256(shown.encode()).hexdigest()[:16]
-    folder = out / PARTS_DIR
-    starts = range(0, len(coarse_names), CONFUSION_PART)
-    paths = [folder / f"confusion-{digest}-{start}.png" for start in starts]
-    if not all(path.is_file() for path in paths):
-        shutil.rmtree(folder, ignore_errors=True)  # another evaluation's parts
-        folder.mkdir(exist_ok=True)
-        for start, path in zip(starts, paths):
-            chosen = range(start, min(start + CONFUSION_PART, len(coarse_names)))
-            # The other superclasses' classes get -1: they count only as "elsewhere".
-            local = np.full_like(mapping, -1)
-            for i, coarse in enumerate(chosen):
-                local[mapping == coarse] = i
-            plot_confusion_matrix(cm, names, [coarse_names[c] for c in chosen], local, path,
-                                  cols=3, block=(2.2, 2.2), title_size=None)
-    return [figure_entry(read_png(path)) for path in paths]
+    parts = []
+    for start in range(0, len(coarse_names), CONFUSION_PART):
+        chosen = range(start, min(start + CONFUSION_PART, len(coarse_names)))
+        # The other superclasses' classes get -1: they count only as "elsewhere".
+        local = np.full_like(mapping, -1)
+        for i, coarse in enumerate(chosen):
+            local[mapping == coarse] = i
+        png = figures.confusion_part(cache, cm, names, [coarse_names[c] for c in chosen],
+                                     local, start)
+        parts.append(figure_entry(png))
+    return parts
 
 
-def evaluation_results(args):
-    """The evaluation's figures and tables, read from the output folder."""
+def read_npz(path):
+    """The arrays of a .npz file the scripts left for the report's figures."""
+    with reading(path, "run again with --refresh"), np.load(path, allow_pickle=False) as stored:
+        return {key: stored[key] for key in stored.files}
+
+
+def evaluation_results(args, cache):
+    """The evaluation's figures (the report's copies) and tables, from the output folder."""
     from sklearn.metrics import confusion_matrix
 
     from network.analysis.metrics import most_confused_pairs, per_class_scores, superclass_matrix
@@ -258,12 +296,17 @@ def evaluation_results(args):
                        "train again")
     y_true, y_pred = read_test_predictions(out, int(metrics["images"]), len(names))
     cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(names)))
-    figures = {name: figure_entry(read_png(out / f"{name}.png")) for name in
-               ("test_samples", "confident_mistakes", "reliability_diagram")}
-    figures["confusion_parts"] = confusion_parts(cm, names, coarse_names, fine_to_coarse, out)
+    grids = read_npz(out / FIGURE_DATA)  # the images and labels of the two grids
+    with reading(out / "metrics.json", "run again with --refresh"):
+        drawn = {"test_samples": figures.test_samples(cache, grids, names),
+                 "confident_mistakes": figures.confident_mistakes(cache, grids, names),
+                 "reliability_diagram": figures.reliability(
+                     cache, metrics["calibration"]["reliability"])}
+    shown = {name: figure_entry(png) for name, png in drawn.items()}
+    shown["confusion_parts"] = confusion_parts(cm, names, coarse_names, fine_to_coarse, cache)
     return {
         "metrics": metrics, "names": names, "coarse_names": coarse_names,
-        "num_classes": len(names), "figures": figures,
+        "num_classes": len(names), "figures": shown,
         "per_class": per_class_scores(y_true, y_pred, names, fine_to_coarse,
                                                 coarse_names),
         "superclass": superclass_matrix(y_true, y_pred, fine_to_coarse,
@@ -273,23 +316,29 @@ def evaluation_results(args):
     }
 
 
-def gather(args, argv, training, missing, checked):
-    """Everything the report shows, as one dict for report.builder."""
+def gather(args, argv, training, missing, checked, w, names):
+    """Everything the report shows, as one dict for report.builder; its figures are drawn
+    in ``w``'s language with the class names as ``names`` shows them."""
     out = args.output_dir
-    run = evaluation_results(args)
+    cache = figures.FigureCache(out, w, names)
+    run = evaluation_results(args, cache)
     logs = read_logs(out)
     if training:
-        run["figures"]["training_curves"] = figure_entry(read_png(out / "training_curves.png"))
+        run["figures"]["training_curves"] = figure_entry(
+            figures.training_curves(cache, training["history"]))
+    run["own"] = own_image_results(out, run["names"], cache)
+    cache.prune()
     trained = training and training["settings"].get("model_path")
+    today = datetime.datetime.now().astimezone()
+    commands = {script: shown_paths(command) for script, command in commands_from(logs).items()}
     run.update(
         training=training, training_missing=missing, logs=logs, manual=MANUAL,
-        commands={**commands_from(logs), "make_report": command_line("make_report", argv)},
-        own=own_image_results(out / PREDICTIONS, run["names"]),
-        skipped=readable_images(checked)[1] if checked else [],
-        other_model=cli.display_path(trained) if trained and Path(trained).resolve()
+        commands={**commands, "make_report": shown_paths(command_line("make_report", argv))},
+        skipped=[(shown_path(name), why) for name, why in readable_images(checked)[1]]
+        if checked else [],
+        other_model=shown_path(trained) if trained and Path(trained).resolve()
         != args.model_path.resolve() else None,
-        model_shown=cli.display_path(args.model_path), out_shown=cli.display_path(out),
-        generated_at=time.strftime("%Y-%m-%d %H:%M"),
-        **{key: (getattr(args, key) or "").strip() or None
-           for key in ("student", "group", "teacher", "topic", "aim")})
+        model_shown=shown_path(args.model_path), out_shown=shown_path(out),
+        year=((training and training["finished_at"]) or today).year,
+        **{key: (getattr(args, key, None) or "").strip() or None for key in TITLE_FIELDS})
     return run

@@ -2,6 +2,7 @@
 
 The page is rendered from ``templates/report.html.j2`` with ``report.css`` inlined and the
 figures embedded, so it opens in any browser, prints on A4 and is handed in as one file.
+Both templates read the report's shared look (``report.style``) as ``style``.
 
 Usage:
 
@@ -12,6 +13,7 @@ Usage:
 import base64
 from pathlib import Path
 
+from network.report import style
 from network.report.document import lead_length
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -27,4 +29,5 @@ def render(report):
     env.filters["data_uri"] = lambda png: ("data:image/png;base64,"
                                            + base64.b64encode(png).decode("ascii"))
     env.globals["lead_length"] = lead_length
-    return env.get_template("report.html.j2").render(report=report)
+    # The page geometry, the matrices' shade and the marks, shared with the Word writer.
+    return env.get_template("report.html.j2").render(report=report, style=style)

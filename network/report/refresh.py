@@ -14,10 +14,17 @@ from pathlib import Path
 
 from network import PROJECT_ROOT
 from network.core.errors import LabError
-from network.report.gather import PREDICTIONS, read_predictions, readable_images
+from network.report.gather import (
+    CHART_DATA,
+    FIGURE_DATA,
+    PREDICTIONS,
+    read_predictions,
+    readable_images,
+)
 
 EVALUATION_FILES = ("metrics.json", "test_predictions.csv", "confusion_matrix.png",
-                    "test_samples.png", "confident_mistakes.png", "reliability_diagram.png")
+                    "test_samples.png", "confident_mistakes.png", "reliability_diagram.png",
+                    FIGURE_DATA)
 DEFAULT_IMAGES = PROJECT_ROOT / "img"
 
 
@@ -40,6 +47,8 @@ def evaluation_needed(args):
         float(metrics["accuracy"]), int(metrics["images"])
     except (OSError, ValueError, KeyError, TypeError):
         return "metrics.json is damaged"
+    if "reliability" not in metrics.get("calibration", {}):
+        return "metrics.json was written by an older evaluate_model"
     if evaluated.resolve() != args.model_path.resolve():
         return f"metrics.json describes another model ({evaluated})"
     return None
@@ -68,7 +77,8 @@ def recognition_needed(args, evaluated):
     elif evaluated:
         why = "the model was evaluated anew"
     elif any(is_stale(path, args.model_path)
-             for path in [csv, *(r["chart"] for r in recorded.values())]):
+             for path in [csv, args.output_dir / CHART_DATA,
+                          *(r["chart"] for r in recorded.values())]):
         why = "its results are missing or older than the model"
     else:
         return None, None

@@ -24,15 +24,16 @@ from docx.oxml.ns import qn
 from docx.shared import Cm, Pt, RGBColor
 
 from network.core.files import atomic_path
+from network.report import style
 from network.report.document import KEEP_ROWS, Cell, lead_length
 
 FONT, MONO = "Times New Roman", "Courier New"
-MARGINS_CM = {"left_margin": 2.5, "right_margin": 1.5, "top_margin": 2.0, "bottom_margin": 2.0}
-TEXT_WIDTH_CM = 21.0 - 2.5 - 1.5
+TEXT_WIDTH_CM = style.PRINT_WIDTH_CM
 LANGUAGE_TAGS = {"en": "en-GB", "uk": "uk-UA"}
-COLOURS = {"ok": RGBColor(0x21, 0x7A, 0x21), "bad": RGBColor(0xB3, 0x26, 0x1E)}
-MARKS = {"ok": "\u2713 ", "bad": "\u2717 "}
-BLUE = (31, 119, 180)          # the superclass matrix's shade, as on the page
+COLOURS = {kind: RGBColor(*rgb) for kind, rgb in style.COLOURS.items()}
+MARKS = {kind: f"{mark} " for kind, mark in style.MARKS.items()}
+# The per-class table's best and worst classes, as on the page.
+HIGHLIGHTS = {"top": "E3F2E3", "bottom": "F8E1DF"}
 
 
 def write_docx(report, path):
@@ -42,6 +43,7 @@ def write_docx(report, path):
     title_page(doc, report)
     for section in report.sections:
         add_section(doc, section, level=1)
+    footer_line(doc, report)
     doc.core_properties.title = report.title
     doc.core_properties.author = ""
     with atomic_path(path) as tmp:
@@ -51,9 +53,9 @@ def write_docx(report, path):
 def setup_page(doc, lang):
     page = doc.sections[0]
     page.orientation = WD_ORIENT.PORTRAIT
-    page.page_width, page.page_height = Cm(21.0), Cm(29.7)
-    for side, cm in MARGINS_CM.items():
-        setattr(page, side, Cm(cm))
+    page.page_width, page.page_height = (Cm(cm) for cm in style.PAGE_CM)
+    for side, cm in style.MARGINS_CM.items():
+        setattr(page, f"{side}_margin", Cm(cm))
     normal = doc.styles["Normal"]
     normal.font.name, normal.font.size = FONT, Pt(12)
     fonts = normal.element.get_or_add_rPr().get_or_add_rFonts()
@@ -64,19 +66,23 @@ def setup_page(doc, lang):
     normal.paragraph_format.space_after = Pt(4)
     for name, size in (("Title", 20), ("Heading 1", 15), ("Heading 2", 13), ("Heading 3", 12),
                        ("Caption", 10)):
-        style = doc.styles[name]
-        style.font.name, style.font.size = FONT, Pt(size)
-        fonts = style.element.get_or_add_rPr().get_or_add_rFonts()
+        text_style = doc.styles[name]
+        text_style.font.name, text_style.font.size = FONT, Pt(size)
+        fonts = text_style.element.get_or_add_rPr().get_or_add_rFonts()
         for theme in ("w:asciiTheme", "w:hAnsiTheme", "w:eastAsiaTheme", "w:cstheme"):
             fonts.attrib.pop(qn(theme), None)  # the theme's font would win over FONT
-        style.font.color.rgb = RGBColor(0, 0, 0)   # dark on white, as printed
-        style.font.italic = False
+        text_style.font.color.rgb = RGBColor(0, 0, 0)   # dark on white, as printed
+        text_style.font.italic = False
     doc.styles["Heading 1"].paragraph_format.page_break_before = True
 
 
 def title_page(doc, report):
     block = report.title_block
-    doc.add_paragraph(block["heading"], style="Title").alignment = WD_ALIGN_PARAGRAPH.CENTER
+    for line in block["institution"]:
+        doc.add_paragraph(line).alignment = WD_ALIGN_PARAGRAPH.CENTER
+    heading = doc.add_paragraph(block["heading"], style="Title")
+    heading.alignment = WD_ALIGN_PARAGRAPH.CENTER
+    heading.paragraph_format.space_before = Pt(60)
     topic = doc.add_paragraph()
     topic.alignment = WD_ALIGN_PARAGRAPH.CENTER
     topic.add_run(block["topic"]).font.size = Pt(15)
@@ -95,7 +101,15 @@ def title_page(doc, report):
         doc.add_paragraph(section.title)
         for child in section.children:
             doc.add_paragraph(child.title).paragraph_format.left_indent = Cm(0.8)
+    place = doc.add_paragraph(block["place"])
+    place.alignment = WD_ALIGN_PARAGRAPH.CENTER
+    place.paragraph_format.space_before = Pt(24)
+
+
+def footer_line(doc, report):
+    """Where the report came from, in small print after the last section."""
     meta = doc.add_paragraph(report.meta)
+    meta.paragraph_format.space_before = Pt(18)
     meta.runs[0].font.size = Pt(9)
 
 
@@ -205,7 +219,8 @@ def add_table(doc, block):
     for record, cells in zip(block.rows, rows):
         add_row(table, cells, size, bold=record.cls == "best", first_bold=record.head is not None)
     set_widths(table, column_widths(block.head, rows, matrix))
-    keep_rows(table, together=len(table.rows) <= KEEP_ROWS + 1)
+    # Every class's accuracy (34 rows of three) fits one page: it is read as a whole.
+    keep_rows(table, together=len(table.rows) <= KEEP_ROWS + 1 or "accuracy" in block.cls)
     doc.add_paragraph().paragraph_format.space_after = Pt(2)  # two tables never touch
 
 
@@ -233,9 +248,13 @@ def add_row(table, cells, size, bold=False, first_bold=False):
                                else WD_ALIGN_PARAGRAPH.RIGHT)
         paragraph.paragraph_format.space_after = Pt(0)
         if spec.shade is not None:
-            shade(cell, spec.shade)
-            if spec.shade > 0.55:
+            fill(cell, "".join(f"{c:02X}" for c in style.matrix_rgb(spec.shade)))
+            if spec.shade > style.WHITE_TEXT_ABOVE:
                 run.font.color.rgb = RGBColor(0xFF, 0xFF, 0xFF)
+        for mark, colour in HIGHLIGHTS.items():
+            if mark in spec.cls.split():
+                fill(cell, colour)
+                run.bold = run.bold or mark == "top"
     return row
 
 
@@ -250,14 +269,13 @@ def narrow_cells(table, cm=0.05):
     table._tbl.tblPr.append(margins)
 
 
-def shade(cell, share):
-    """The cell's background: BLUE over white at ``share`` opacity, as on the page."""
-    rgb = [round(255 + (c - 255) * share) for c in BLUE]
-    fill = OxmlElement("w:shd")
-    fill.set(qn("w:val"), "clear")
-    fill.set(qn("w:color"), "auto")
-    fill.set(qn("w:fill"), "".join(f"{c:02X}" for c in rgb))
-    cell._tc.get_or_add_tcPr().append(fill)
+def fill(cell, colour):
+    """The cell's background, ``colour`` as RRGGBB."""
+    shading = OxmlElement("w:shd")
+    shading.set(qn("w:val"), "clear")
+    shading.set(qn("w:color"), "auto")
+    shading.set(qn("w:fill"), colour)
+    cell._tc.get_or_add_tcPr().append(shading)
 
 
 def vertical(cell):
