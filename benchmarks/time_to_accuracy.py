@@ -38,7 +38,7 @@ STARTED = time.perf_counter()
 if __package__ in (None, ""):  # run as a file: python benchmarks/time_to_accuracy.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import cpu_flags, cpu_model
+from benchmarks.common import cpu_flags, cpu_model, epoch_curve
 from network.core import cli, runtime
 from network.core.files import write_json_atomic, write_text_atomic
 from network.training.recipes import RECIPES
@@ -64,38 +64,6 @@ def parse_args(argv=None):
                              "DIR/reports (default: a temporary folder, removed)")
     parser.add_argument("train_options", nargs="*", help="more train_model options, after --")
     return parser.parse_args(argv)
-
-
-def test_curve_callback(data, rows):
-    """A callback appending (epoch, training seconds so far, test top-1/top-5) to ``rows``.
-
-    Seconds count from the start of ``fit``; ``main`` adds the time training
-    spent before it (planning a time budget)."""
-    import keras
-
-    from network.analysis.metrics import evaluate_probabilities, predict
-    from network.model_utils import model_images
-
-    class TestCurve(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.start, self.eval_seconds = time.perf_counter(), 0.0
-
-        def on_epoch_end(self, epoch, logs=None):
-            reached = time.perf_counter()
-            probs = predict(self.model, model_images(self.model, data.x_test), batch_size=500)
-            test = evaluate_probabilities(probs, data.y_test, data.coarse_test,
-                                          data.fine_to_coarse)
-            rows.append({
-                "epoch": epoch + 1,
-                "train_s": round(reached - self.start - self.eval_seconds, 1),
-                "test_accuracy": round(test["accuracy"], 4),
-                "test_top5": round(test["top5_accuracy"], 4),
-            })
-            self.eval_seconds += time.perf_counter() - reached
-            print(f"  test after epoch {epoch + 1}: {rows[-1]['test_accuracy']:.2%} "
-                  f"at {rows[-1]['train_s']:.0f} s of training", flush=True)
-
-    return TestCurve()
 
 
 def lab_epoch_seconds(steps=LAB_TIMED_STEPS):
@@ -157,8 +125,8 @@ def train(args, budget):
 
     data = load_cifar100(args.data_dir, download=False,
                          allow_md5_mismatch="--allow-md5-mismatch" in args.train_options)
-    rows = []
-    callback = test_curve_callback(data, rows)
+    curve = []  # its scoring is left out of the training time, and of a time budget
+    callback = epoch_curve(curve, (data.x_test, data.y_test))
     del data  # train_model loads its own copy, as a user's run does
     with tempfile.TemporaryDirectory() as tmp:
         keep = args.keep or Path(tmp)
@@ -167,8 +135,11 @@ def train(args, budget):
                           "--model-path", str(keep / "models" / "best_model.h5"), "--no-show",
                           *budget, *args.train_options], extra_callbacks=[callback])
         summary = json.loads((keep / "reports" / "train_summary.json").read_text())
-    for row in rows:  # the curve counts the time spent before fit too (planning the budget)
-        row["train_s"] = round(row["train_s"] + summary["settings"]["seconds_before_fit"], 1)
+    # The curve counts the time spent before fit too (planning the budget).
+    before_fit = summary["settings"]["seconds_before_fit"]
+    rows = [{"epoch": row["epoch"], "train_s": round(row["train_s"] + before_fit, 1),
+             "test_accuracy": round(row["test_accuracy"], 4),
+             "test_top5": round(row["test_top5"], 4)} for row in curve]
     return summary, rows
 
 

@@ -32,7 +32,15 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/training_speed
 
 import numpy as np
 
-from benchmarks.common import cpu_model, fmt, print_table, require_data_files, write_json
+from benchmarks.common import (
+    cpu_model,
+    epoch_curve,
+    fmt,
+    print_table,
+    require_data_files,
+    scores_on_test,
+    write_json,
+)
 from benchmarks.flops import TRAIN_FLOPS_FACTOR, count_flops, reference_gflops
 from network.core import cli, runtime
 from network.core.errors import LabError
@@ -122,45 +130,6 @@ def load_data(args):
     return data.x_train[:n], data.y_train[:n], data.x_test[:m], data.y_test[:m]
 
 
-def epoch_callback(records, evaluate=None):
-    """A callback that times each epoch and then, outside the timing, evaluates."""
-    import keras
-
-    clock = {}
-
-    def on_epoch_begin(epoch, logs=None):
-        clock["start"] = time.perf_counter()
-
-    def on_epoch_end(epoch, logs=None):
-        # Reading the loss waits for the epoch's last step to finish, so
-        # asynchronous dispatch (JAX, GPUs) cannot hide work from the clock.
-        loss = float(logs["loss"])
-        row = {"epoch": epoch + 1, "seconds": time.perf_counter() - clock["start"],
-               "loss": loss, "train_accuracy": float(logs.get("accuracy", float("nan")))}
-        line = f"epoch {epoch + 1}: {row['seconds']:.2f} s, loss {loss:.4f}"
-        if evaluate is not None:
-            row.update(evaluate())
-            line += f", test top-1 {row['test_accuracy']:.2%} ({row['eval_seconds']:.1f} s)"
-        records.append(row)
-        print(line, flush=True)
-
-    return keras.callbacks.LambdaCallback(on_epoch_begin=on_epoch_begin,
-                                          on_epoch_end=on_epoch_end)
-
-
-def make_evaluator(model, x_test, y_test, batch_size):
-    """Test-set top-1/top-5 of ``model`` now (measured only, never used to train)."""
-
-    def evaluate():
-        start = time.perf_counter()
-        scores = model.evaluate(x_test, y_test, batch_size=batch_size, verbose=0,
-                                return_dict=True)
-        return {"test_accuracy": float(scores["accuracy"]), "test_top5": float(scores["top5"]),
-                "eval_seconds": time.perf_counter() - start}
-
-    return evaluate
-
-
 def timing_figures(epoch_seconds, train_images, forward_flops):
     """Compile time, steady epoch time, images/s and TFLOP/s from epoch times."""
     if len(epoch_seconds) < 2:  # one epoch cannot separate compilation from work
@@ -202,11 +171,11 @@ def train_benchmark(args):
     print(f"Benchmark: recipe {recipe.name}, backend {keras.backend.backend()}, "
           f"{len(x_train)} training images, {recipe.epochs} epochs, batch {recipe.batch_size}, "
           f"{precision}", flush=True)
-    evaluate = make_evaluator(model, x_test, y_test, max(recipe.batch_size, 256))
+    test, batch = (x_test, y_test), max(recipe.batch_size, 256)
     epochs, fit_seconds = timed_fit(model, recipe, x_train, y_train,
-                                    evaluate if args.eval_every_epoch else None, args.verbose)
+                                    test if args.eval_every_epoch else None, batch, args.verbose)
     final = ({k: epochs[-1][k] for k in ("test_accuracy", "test_top5", "eval_seconds")}
-             if args.eval_every_epoch else evaluate())
+             if args.eval_every_epoch else scores_on_test(model, *test, batch_size=batch))
     timing = timing_figures([row["seconds"] for row in epochs], len(x_train), forward_flops)
     return {
         "mode": "train",
@@ -229,8 +198,10 @@ def train_benchmark(args):
 
 
 def build_and_load(args, recipe):
-    """The recipe's network, built and compiled in the chosen precision, and the data
-    in the form it takes. Returns (model, precision, (x_train, y_train, x_test, y_test))."""
+    """The recipe's network, built and compiled in the chosen precision, and the data:
+    the training images in the form it takes with one-hot labels, the test images as
+    uint8 with integer labels. Returns (model, precision, (x_train, y_train, x_test,
+    y_test))."""
     import keras
 
     from network.data_utils import one_hot
@@ -246,18 +217,17 @@ def build_and_load(args, recipe):
     precision = set_precision(args.precision, recipe)
     model = build_for_recipe(recipe, NUM_CLASSES, seed=args.seed)
     compile_for_recipe(model, recipe, math.ceil(len(x_train) / recipe.batch_size))
-    data = (model_images(model, x_train), one_hot(y_train, NUM_CLASSES),
-            model_images(model, x_test), one_hot(y_test, NUM_CLASSES))
+    data = (model_images(model, x_train), one_hot(y_train, NUM_CLASSES), x_test, y_test)
     return model, precision, data
 
 
-def timed_fit(model, recipe, x_train, y_train, evaluate=None, verbose=False):
-    """Train for the recipe's epochs, timing each (and evaluating after each, outside
-    the timing, with ``evaluate``). Returns (per-epoch rows, fit seconds)."""
+def timed_fit(model, recipe, x_train, y_train, test=None, batch_size=256, verbose=False):
+    """Train for the recipe's epochs, timing each (and scoring ``test`` after each,
+    outside the timing). Returns (per-epoch rows, fit seconds)."""
     epochs = []
     start = time.perf_counter()
     model.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.epochs,
-              callbacks=[epoch_callback(epochs, evaluate)], verbose=1 if verbose else 0)
+              callbacks=[epoch_curve(epochs, test, batch_size)], verbose=1 if verbose else 0)
     return epochs, time.perf_counter() - start
 
 
