@@ -26,28 +26,6 @@ def per_batch_hooks(callback):
             if getattr(type(callback), name) is not getattr(keras.callbacks.Callback, name)]
 
 
-def test_every_batch_hook_is_one_keras_defines():
-    for name in BATCH_HOOKS:
-        assert callable(getattr(keras.callbacks.Callback, name)), name
-
-
-@pytest.mark.parametrize("hook", BATCH_HOOKS)
-def test_the_check_catches_each_per_batch_hook(hook):
-    """A callback that overrides any one batch hook is caught, unless it declares itself
-    async-safe."""
-    per_batch = type("PerBatch", (keras.callbacks.Callback,),
-                     {hook: lambda self, batch, logs=None: None})
-    assert per_batch_hooks(per_batch()) == [hook]
-    declared = type("Declared", (per_batch,), {"async_safe": True})
-    assert per_batch_hooks(declared()) == []
-    assert per_batch_hooks(keras.callbacks.Callback()) == []
-
-
-def test_the_check_on_keras_own_callbacks():
-    assert per_batch_hooks(keras.callbacks.TerminateOnNaN()) == ["on_batch_end"]
-    assert per_batch_hooks(keras.callbacks.CSVLogger("x.csv")) == []
-
-
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("has_val", [True, False])
 @pytest.mark.parametrize("budgeted", [True, False])

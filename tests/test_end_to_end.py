@@ -91,6 +91,8 @@ def test_training_saves_the_model_and_class_names(trained):
 
     model = load_model(trained["model_path"])
     assert model.count_params() == 13_870_484
+    # Like the manual, training shows the network (Keras's summary) before it starts.
+    assert "Total params: 13,870,484" in trained["stdout"]
     names = json.loads((trained["model_path"].parent / "class_names.json").read_text())
     assert names["fine_label_names"] == FINE_NAMES
     assert names["coarse_label_names"] == COARSE_NAMES

@@ -22,6 +22,13 @@ def test_cli_refuses_zero_epochs_before_any_work(fake_data, tmp_path):
     assert not out.exists()
 
 
+def test_help_runs_as_a_file():
+    """python network/train_model.py, as an IDE runs it, finds the package."""
+    result = run_cli("train_model", "--help", file_mode=True)
+    assert result.returncode == 0
+    assert "--recipe" in result.stdout
+
+
 def test_every_recipe_is_a_choice_and_builds_its_network():
     from network.model_utils import NETWORKS
     from network.train_model import parse_args
