@@ -56,7 +56,7 @@ class Rates(keras.callbacks.Callback):
         self.seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
-def train_on_fake_clock(step_s, budget_s=100.0, spent=0.0, warmup=0.1):
+def train_on_fake_clock(step_s, budget_s=100.0, spent=0.0, warmup=0.1, peak=PEAK):
     """Train a tiny model until the budget's callback stops it; returns (time, clock
     callback, machine, rates)."""
     keras.utils.set_random_seed(0)
@@ -66,7 +66,7 @@ def train_on_fake_clock(step_s, budget_s=100.0, spent=0.0, warmup=0.1):
     x, y = rng.normal(size=(80, 4)), keras.utils.to_categorical(rng.integers(0, 3, 80), 3)
     time = FakeTime()
     clock = Clock(budget_s, spent=spent, now=time)
-    machine, budget, rates = Machine(time, step_s), BudgetClock(clock, PEAK, warmup), Rates()
+    machine, budget, rates = Machine(time, step_s), BudgetClock(clock, peak, warmup), Rates()
     # The machine first (it moves the time as a step ends), the budget last: in
     # train_model it closes the list, after the checkpoint and the backup.
     model.fit(x, y, batch_size=8, epochs=1000, verbose=0, callbacks=[machine, budget, rates])
@@ -105,6 +105,16 @@ def test_a_machine_whose_speed_changes_still_spends_exactly_its_budget(change):
         assert trained > 1.5 * planned_from_first_steps
     else:
         assert trained < 0.6 * planned_from_first_steps
+
+
+def test_the_lab_recipe_stops_at_its_budget_too_with_its_constant_rate():
+    """Adam at the manual's constant rate (no peak to schedule): the clock only stops it,
+    mid-epoch where the budget ends there."""
+    time, budget, machine, rates = train_on_fake_clock(lambda n: 7.0, peak=None)
+    assert 0.97 * 100 <= time.t <= 1.02 * 100
+    assert rates.seen == [pytest.approx(PEAK / 10)] * len(rates.seen)  # as compiled
+    assert machine.steps % STEPS != 0  # the last epoch ended early: 100 s is not whole epochs
+    assert budget.summary()["final_learning_rate"] is None
 
 
 def test_a_resumed_run_continues_the_clock_from_the_time_spent():
