@@ -73,37 +73,33 @@ def duration(seconds):
     return f"{seconds / 3600:.1f} h"
 
 
+def _number(text, parse, accept, rule):
+    """argparse type helper: ``parse(text)`` when ``accept`` takes it, else a usage error
+    that says ``rule``."""
+    try:
+        value = parse(text)
+    except ValueError:
+        noun = "a whole number" if parse is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+    return value
+
+
 def positive_int(text):
     """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return _number(text, int, lambda value: value >= 1, "must be at least 1")
 
 
 def positive_float(text):
     """argparse type: a float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
+    return _number(text, float, lambda value: 0 < value < float("inf"),
+                   "must be a positive number")
 
 
 def fraction(text):
     """argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
-    return value
+    return _number(text, float, lambda value: 0 <= value < 1, "must lie in [0, 1)")
 
 
 def add_common_arguments(parser, *, data=True, model=True, output=True, seed=True, show=True,
