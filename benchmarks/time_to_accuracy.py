@@ -175,6 +175,8 @@ def main(argv=None):
         "train_images": summary["train_images"],
         "val_images": summary["val_images"],
         "train_seconds": rows[-1]["train_s"],
+        # planning included; with its share of the budget and the rate it ended at
+        "budget": summary.get("budget"),
         "test": summary["test"],
         "epochs": rows,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
