@@ -176,7 +176,9 @@ def test_evaluation_calibration_and_confident_mistakes(evaluated, trained):
     assert calibration["temperature"] == pytest.approx(saved["temperature"])
     assert calibration["fitted_on"] == "held-out training images"
     assert 0 <= calibration["ece_calibrated"] <= 1 and 0 <= calibration["ece"] <= 1
-    assert "Calibration error (ECE)" in result.stdout
+    # A model this short-trained is near chance: one plain sentence, not the ECE figures.
+    assert "hardly better than chance" in result.stdout
+    assert "Calibration error (ECE)" not in result.stdout
     table = pd.read_csv(out / "test_predictions.csv")
     assert ((table["confidence"] > 0) & (table["confidence"] <= 1)).all()
     wrong = (table["true"] != table["predicted"]).sum()
@@ -190,7 +192,8 @@ def test_recognition_of_the_sample_photos(recognised):
     photos = images_in(ROOT / "img")
     assert len(photos) >= 5
     table = pd.read_csv(out / "predictions.csv")
-    assert list(table.columns) == ["file", "rank", "class", "probability", "chart"]
+    assert list(table.columns) == ["file", "rank", "class", "probability", "chart", "copy_of"]
+    assert table["copy_of"].isna().all()  # the sample photos are all different
     assert len(table) == 5 * len(photos)
     for photo in photos:
         check_photo_predictions(table, photo, result.stdout)
