@@ -192,15 +192,11 @@ def estimate_time(model, run, train, val, initial_epoch):
     """Time a few steps and say how long an epoch and the whole run take here; on a CPU
     where that is more than an hour, name the two faster ways. Returns the expected
     seconds per epoch, or None when an epoch is hardly longer than the timing itself."""
-    from network.model_utils import model_images
-    from network.training.budget import PROBE_STEPS, epoch_seconds, time_steps
+    from network.training.budget import PROBE_STEPS, timed_epoch_seconds
 
-    batch, steps = run.recipe.batch_size, steps_per_epoch(run, train)
-    if steps <= 2 * (PROBE_STEPS + 1):
+    if steps_per_epoch(run, train) <= 2 * (PROBE_STEPS + 1):
         return None
-    probe = model_images(model, train[0][:(PROBE_STEPS + 1) * batch])
-    step_s, _ = time_steps(model, probe, train[1], batch)  # leaves the model as it was
-    epoch_s = epoch_seconds(step_s, len(train[0]), batch, len(val[0]))
+    epoch_s = timed_epoch_seconds(model, train, run.recipe.batch_size, len(val[0]))
     epochs = run.recipe.epochs - initial_epoch
     whole = epoch_s * epochs
     caveat = ("; early stopping usually ends the lab recipe sooner"

@@ -60,9 +60,6 @@ class Clock:
     def left(self):
         return self.budget_s - self.spent()
 
-    def fraction(self):
-        return min(1.0, max(0.0, self.spent() / self.budget_s))
-
 
 def learning_rate_at(fraction, peak, warmup):
     """The learning rate once ``fraction`` of the budget is spent: a linear warm-up from
@@ -78,10 +75,10 @@ def time_steps(model, images, labels, batch_size, steps=PROBE_STEPS):
     step spent compiling. The weights are put back after, and the optimizer's state
     (its step count and moments) set back to zero, so the timed steps leave no trace;
     the model stays compiled (compiling again would trace the training step again)."""
-    full = min(steps + 1, len(images) // batch_size) * batch_size  # whole batches: one shape
-    x, y = images[:max(full, batch_size)], one_hot(labels[:max(full, batch_size)], NUM_CLASSES)
     import keras
 
+    full = min(steps + 1, len(images) // batch_size) * batch_size  # whole batches: one shape
+    x, y = images[:max(full, batch_size)], one_hot(labels[:max(full, batch_size)], NUM_CLASSES)
     weights = model.get_weights()
     first = time.perf_counter()
     model.fit(x[:batch_size], y[:batch_size], batch_size=batch_size, epochs=1, verbose=0)
@@ -97,6 +94,16 @@ def time_steps(model, images, labels, batch_size, steps=PROBE_STEPS):
         if variable.name != "learning_rate":  # a budget's rate is set by its clock
             variable.assign(keras.ops.zeros_like(variable))
     return step_s, compile_s
+
+
+def timed_epoch_seconds(model, train, batch_size, val_images=0):
+    """An epoch's expected time for ``model`` (compiled) on ``train`` (uint8 images,
+    labels), from a few timed steps that leave no trace in the model."""
+    from network.model_utils import model_images
+
+    probe = model_images(model, train[0][:(PROBE_STEPS + 1) * batch_size])
+    step_s, _ = time_steps(model, probe, train[1], batch_size)
+    return epoch_seconds(step_s, len(train[0]), batch_size, val_images)
 
 
 def epoch_seconds(step_s, images, batch_size, val_images=0):
@@ -128,12 +135,12 @@ def candidate_recipes(recipe):
             for rung in recipe.rungs]
 
 
-def too_small(budget_s, clock, epoch_s, recipe):
+def too_small(clock, epoch_s, recipe):
     """The one-line answer for a budget that cannot fit one epoch of the smallest size."""
     least = math.ceil((clock.spent() + epoch_s) / 60 * 10) / 10
     hint = " (or --recipe cpu, sized to this machine)" if recipe.network == "lab_cnn" else ""
     return LabError(
-        f"--minutes {budget_s / 60:g} is too short on this machine: planning took "
+        f"--minutes {clock.budget_s / 60:g} is too short on this machine: planning took "
         f"{clock.spent():.0f} s and one epoch of {describe_network(recipe)} takes about "
         f"{epoch_s:.0f} s here; give --minutes {least:g} or more{hint}")
 
@@ -145,7 +152,8 @@ def plan_run(run, train, scope, clock, seed=None, val_images=0):
     The returned run trains until the clock says the budget is spent (its
     ``budget_s``); its ``recipe.epochs`` is only a cap.
     """
-    from network.model_utils import build_for_recipe, compile_for_recipe, model_images
+    from network.core.cli import plural
+    from network.model_utils import build_for_recipe, compile_for_recipe
 
     recipe, batch = run.recipe, run.recipe.batch_size
     steps = math.ceil(len(train[0]) / batch)
@@ -156,12 +164,10 @@ def plan_run(run, train, scope, clock, seed=None, val_images=0):
         with scope:  # MirroredStrategy needs the model and optimizer built in its scope
             model = compile_for_recipe(build_for_recipe(candidate, NUM_CLASSES, seed=seed),
                                        candidate, steps, budgeted=True)
-        probe = model_images(model, train[0][:(PROBE_STEPS + 1) * batch])
-        step_s, _ = time_steps(model, probe, train[1], batch)
-        epoch_s = epoch_seconds(step_s, len(train[0]), batch, val_images)
+        epoch_s = timed_epoch_seconds(model, train, batch, val_images)
         epochs = clock.left() / epoch_s
         if choice is None and epochs < 1:
-            raise too_small(clock.budget_s, clock, epoch_s, candidate)
+            raise too_small(clock, epoch_s, candidate)
         if choice is not None and epochs < rung.min_epochs:
             break  # a bigger network would get too few epochs in
         choice = (candidate, model, epochs, epoch_s)
@@ -169,8 +175,8 @@ def plan_run(run, train, scope, clock, seed=None, val_images=0):
     warmup = min(0.5, candidate.warmup_epochs / max(1.0, epochs))
     planned = dataclasses.replace(candidate, epochs=MAX_EPOCHS, minutes=None, rungs=())
     print(f"Time budget {clock.budget_s / 60:g} min: {describe_network(planned)}, about "
-          f"{epochs:.0f} epoch{'s' * (round(epochs) != 1)} of ~{epoch_s:.0f} s; the schedule "
-          f"follows the clock ({clock.spent():.0f} s spent planning)")
+          f"{plural(round(epochs), 'epoch')} of ~{epoch_s:.0f} s; the schedule follows the "
+          f"clock ({clock.spent():.0f} s spent planning)")
     return dataclasses.replace(run, recipe=planned, planned_epoch_s=round(epoch_s, 1),
                                budget_s=clock.budget_s, warmup_fraction=round(warmup, 4)), model
 
