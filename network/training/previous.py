@@ -67,8 +67,11 @@ def keep_previous(model_path, output_dir, resuming=False, keep=KEEP):
 
 def side_files(model_path):
     """The files beside the model that belong to it: its class names and temperature."""
-    return [path for path in (model_path.with_name("class_names.json"),
-                              model_path.with_name("calibration.json")) if path.is_file()]
+    from network.analysis.calibration import calibration_path
+    from network.model_utils import class_names_path
+
+    return [path for path in (class_names_path(model_path), calibration_path(model_path))
+            if path.is_file()]
 
 
 def run_summary(model_path, output_dir):
