@@ -160,16 +160,16 @@ def calibrate(probs, labels, args, out, show):
 
 def score(model, images, labels, coarse, fine_to_coarse, args):
     """Class probabilities of the images and the metrics (with --tta, flip-averaged too)."""
-    from network.analysis.metrics import evaluate_probabilities, predict
+    from network.analysis.metrics import evaluate_probabilities, predict, predict_flip_averaged
     from network.model_utils import model_images
 
     x = model_images(model, images)  # uint8 for ResNet-9, scaled floats for the lab CNN
     probs = predict(model, x, args.batch_size)
     metrics = evaluate_probabilities(probs, labels, coarse, fine_to_coarse)
     if args.tta:
-        flipped = predict(model, x[:, :, ::-1, :], args.batch_size)
-        metrics["tta"] = evaluate_probabilities((probs + flipped) / 2, labels, coarse,
-                                                fine_to_coarse)
+        metrics["tta"] = evaluate_probabilities(
+            predict_flip_averaged(model, x, args.batch_size, probs), labels, coarse,
+            fine_to_coarse)
     metrics["model_path"] = str(args.model_path)
     return probs, metrics
 

@@ -226,17 +226,24 @@ def cpu_advice(run):
 
 # --- Training and its summary -------------------------------------------------------
 
-def fit(model, run, train, val, callbacks, initial_epoch, resume_dir, budgeted):
+def fit(model, run, train, val, callbacks, initial_epoch, resume_dir, clock):
     """``model.fit`` on the prepared images."""
     from network.model_utils import model_images
 
     val_data = (model_images(model, val[0]), one_hot(val[1], NUM_CLASSES)) if len(val[0]) else None
     # A live progress bar on a terminal; one line per epoch in a log file. A time
     # budget prints its own lines (Progress): Keras's "Epoch 3/10000" would mislead.
-    verbose = 0 if budgeted else 1 if sys.stdout.isatty() else 2
+    verbose = 0 if clock is not None else 1 if sys.stdout.isatty() else 2
+    x, y = model_images(model, train[0]), one_hot(train[1], NUM_CLASSES)
+    batch_size = run.recipe.batch_size
+    if run.recipe.low_res:  # progressive resizing: batches whose size follows the run
+        from network.training.resizing import ProgressiveImages
+
+        x = ProgressiveImages(x, y, batch_size, run.recipe.low_res, run.recipe.low_res_share,
+                              clock, run.recipe.epochs, initial_epoch, run.seed)
+        y = batch_size = None  # the batches carry their labels and size
     try:
-        model.fit(model_images(model, train[0]), one_hot(train[1], NUM_CLASSES),
-                  batch_size=run.recipe.batch_size, epochs=run.recipe.epochs,
+        model.fit(x, y, batch_size=batch_size, epochs=run.recipe.epochs,
                   initial_epoch=initial_epoch, validation_data=val_data, callbacks=callbacks,
                   verbose=verbose)
     except KeyboardInterrupt:
@@ -267,7 +274,7 @@ def run_training(run, model, clock, state, train, val, cpu, callbacks=()):
         clock.uncounted = list(callbacks)  # a benchmark's measurements are not training
     history_path = Path(run.output_dir) / "history.csv"
     initial_epoch = restore_backup(model, resume_dir, state, history_path) if state else 0
-    fit(model, run, train, val, [*own, *callbacks], initial_epoch, resume_dir, clock is not None)
+    fit(model, run, train, val, [*own, *callbacks], initial_epoch, resume_dir, clock)
     shutil.rmtree(resume_dir, ignore_errors=True)  # the run is complete
     return checkpoint, initial_epoch, budget.summary() if budget else None
 
@@ -333,7 +340,7 @@ def main(argv=None, extra_callbacks=()):
 
     from network.analysis.calibration import calibration_path
     from network.core.files import write_json_atomic
-    from network.model_utils import save_class_names, set_precision
+    from network.model_utils import fit_whitening, save_class_names, set_precision
     from network.training.previous import keep_previous
 
     cli.quiet_keras_warnings()
@@ -352,6 +359,8 @@ def main(argv=None, extra_callbacks=()):
     started = time.perf_counter()
     clock = budget_clock(run, state)  # a time budget counts its planning too
     run, model = build_model_for(run, train, val, scope, clock)
+    if not state:  # a resumed run gets its whitening back with its weights
+        fit_whitening(model, train[0])
     before_fit = time.perf_counter() - started
     # Only now, with the run planned: a refused budget leaves the old model's files alone.
     keep_previous(run.model_path, run.output_dir, resuming=bool(state))  # never lost silently

@@ -56,3 +56,20 @@ def test_a_budget_of_lab_epochs_trains_the_cpu_recipe_and_writes_its_curve(
     assert len(rows) == len(result["epochs"]) >= 1
     assert [float(r["train_s"]) for r in rows] == sorted(float(r["train_s"]) for r in rows)
     assert (out / f"{stem}.png").stat().st_size > 10_000
+    # Test-time flip averaging, apart from the model's own score, on the same test images
+    flipped = result["test_flip_averaged"]
+    assert set(flipped) == {"accuracy", "top5_accuracy"} and 0 <= flipped["accuracy"] <= 1
+    assert flipped["top5_accuracy"] >= flipped["accuracy"]
+
+
+def test_a_given_t_lab_is_used_as_it_is_and_needs_a_budget(monkeypatch, capsys):
+    def stop_with_budget(args, budget):
+        raise SystemExit(" ".join(budget))
+
+    monkeypatch.setattr(time_to_accuracy, "lab_epoch_seconds", lambda: pytest.fail("timed"))
+    monkeypatch.setattr(time_to_accuracy, "train", stop_with_budget)
+    with pytest.raises(SystemExit, match="--minutes 5.000"):
+        time_to_accuracy.main(["--lab-epochs", "0.5", "--lab-seconds", "600"])
+    with pytest.raises(SystemExit):
+        time_to_accuracy.parse_args(["--lab-seconds", "600"])
+    assert "--lab-seconds needs --lab-epochs" in capsys.readouterr().err

@@ -30,6 +30,13 @@ def predict(model, images, batch_size=256):
     return np.asarray(probs, dtype=np.float32)
 
 
+def predict_flip_averaged(model, images, batch_size=256, probs=None):
+    """Test-time flip averaging: the mean of the probabilities of each image and of its
+    mirror image (``probs``: those of the images, when already predicted)."""
+    probs = predict(model, images, batch_size) if probs is None else probs
+    return (probs + predict(model, images[:, :, ::-1, :], batch_size)) / 2
+
+
 # The smallest probability a cross-entropy counts: Keras's epsilon, where its own loss
 # clips, so the test loss reported and the training curves' loss measure the same thing.
 PROBABILITY_FLOOR = 1e-7

@@ -44,8 +44,11 @@ SUMMARY_START, SUMMARY_END = 'Model: "', " Non-trainable params"   # Keras's mod
 EPOCH_LINE = "Epoch "
 # Settings that apply to one network or optimizer only, and internal timings.
 ONLY_FOR = {"width": ("network", "resnet9"), "crop_padding": ("network", "resnet9"),
-            "stem_stride": ("network", "resnet9"), "warmup_epochs": ("optimizer", "adamw"),
+            "stem_stride": ("network", "resnet9"), "bn_momentum": ("network", "resnet9"),
+            "whiten": ("network", "resnet9"), "warmup_epochs": ("optimizer", "adamw"),
             "weight_decay": ("optimizer", "adamw")}
+# Settings shown only when the one named is on (not 0): progressive resizing's share.
+ONLY_WITH = {"low_res_share": "low_res"}
 HIDDEN_SETTINGS = {"seconds_before_fit", "precision", "mixed_precision", "planned_epoch_s",
                    "model_path", "output_dir", "rungs"}
 # history.csv's known columns in display order; any others follow.
@@ -172,7 +175,8 @@ def applicable_settings(summary):
                 or isinstance(value, dict) or (isinstance(value, (list, tuple))
                                                and any(isinstance(v, dict) for v in value))
                 or (needs and settings.get(needs[0]) != needs[1])
-                or (key == "label_smoothing" and not value)
+                or (key in ("label_smoothing", "low_res") and not value)
+                or (key in ONLY_WITH and not settings.get(ONLY_WITH[key]))
                 or (key == "replicas" and value == 1)):
             continue
         shown.append((key, value))

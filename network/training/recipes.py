@@ -16,6 +16,7 @@ Usage:
     recipe = recipe_with("cpu", epochs=12)        # RECIPES["cpu"] with 12 epochs
 """
 
+import argparse
 import dataclasses
 import json
 import shutil
@@ -28,7 +29,8 @@ from network.core.files import write_json_atomic
 
 def option(help_text, default=dataclasses.MISSING, kind="positive"):
     """A ``Recipe`` field that a command-line option overrides (``--field-name``);
-    ``kind`` is what the option accepts: "positive" (> 0) or "fraction" ([0, 1))."""
+    ``kind`` is what the option accepts: "positive" (> 0), "fraction" ([0, 1)) or
+    "switch" (``--name`` / ``--no-name``)."""
     return field(default=default, metadata={"help": help_text, "kind": kind})
 
 
@@ -53,12 +55,21 @@ class Recipe:
     optimizer: str = "adam"       # "adam": constant rate; "adamw": warm-up + cosine decay
     warmup_epochs: float = 0.0    # linear warm-up from lr/10 to the peak, in epochs
     weight_decay: float = 0.0     # AdamW's decoupled weight decay
-    label_smoothing: float = 0.0
+    label_smoothing: float = option("label smoothing of the training targets", default=0.0,
+                                    kind="fraction")
     width: float = option("ResNet-9 recipes: channel width multiplier (1.0 = 64-128-256-512); "
                           "for the cpu recipe it fixes the size the time budget would choose",
                           default=1.0)
     crop_padding: int = 4         # ResNet-9 augmentation: random crop after padding (pixels)
     stem_stride: int = 1          # ResNet-9: 2 halves the resolution at the first layer
+    bn_momentum: float = option("ResNet-9: BatchNormalization's momentum for its running "
+                                "statistics", default=0.9, kind="fraction")
+    whiten: bool = option("ResNet-9: a frozen first layer that whitens 2x2 patches (PCA of the "
+                          "training images' patches)", default=False, kind="switch")
+    low_res: int = option("progressive resizing: train at this many pixels (e.g. 24) for the "
+                          "first --low-res-share of the run, then at 32", default=0)
+    low_res_share: float = option("the share of the run (of its budget, or its epochs) "
+                                  "trained at --low-res pixels", default=0.5, kind="fraction")
     mixed_precision: bool = False  # 16-bit on a GPU: bf16 or fp16 (runtime.precision_for)
     minutes: float | None = option(
         "train for as many epochs as fit in this many minutes on this machine; "
@@ -133,11 +144,14 @@ def add_recipe_arguments(parser, default="lab", exclude=()):
             continue
         values = ", ".join(_recipe_value(name, recipe, declared) for name, recipe in RECIPES.items()
                            if getattr(recipe, declared.name) not in (None, declared.default))
+        flag = f"--{declared.name.replace('_', '-')}"
+        text = f"{declared.metadata['help']} ({values or f'default: {declared.default}'})"
+        if declared.metadata["kind"] == "switch":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+            continue
         parse = {"fraction": cli.fraction,
                  "positive": cli.positive_int if declared.type is int else cli.positive_float}
-        parser.add_argument(f"--{declared.name.replace('_', '-')}",
-                            type=parse[declared.metadata["kind"]],
-                            help=f"{declared.metadata['help']} ({values})")
+        parser.add_argument(flag, type=parse[declared.metadata["kind"]], help=text)
 
 
 def recipe_overrides(args):
