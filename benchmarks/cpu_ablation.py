@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/cpu_ablation.p
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cpu_flags, cpu_model
+from benchmarks.time_to_accuracy import lab_epoch_seconds, result_stem
 from network.core import cli, runtime
 from network.core.files import write_text_atomic
 
@@ -59,13 +60,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def stem(change, seed, k):
-    return f"cpu-seed{seed}-{k:g}lab-{change}"
-
-
 def result_of(change, seed, args):
     """A run's result JSON in OUT, or None."""
-    path = args.out / f"{stem(change, seed, args.lab_epochs)}.json"
+    path = args.out / f"{result_stem('cpu', seed, args.lab_epochs, change)}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -103,8 +100,6 @@ def main(argv=None):
         args.lab_seconds = found[0]["lab_epoch"]["seconds"] if found else 0.0
     else:
         if args.lab_seconds is None:
-            from benchmarks.time_to_accuracy import lab_epoch_seconds
-
             args.lab_seconds = lab_epoch_seconds()["seconds"]
         results = {(change, seed): train(change, seed, args, args.lab_seconds)
                    for seed in args.seeds for change in args.changes}

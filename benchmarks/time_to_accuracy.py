@@ -164,6 +164,12 @@ def flip_averaged_scores(model_path, images, labels, coarse, fine_to_coarse):
     return {key: round(scores[key], 4) for key in ("accuracy", "top5_accuracy")}
 
 
+def result_stem(recipe, seed, lab_epochs=None, tag=""):
+    """The results' file name without its suffix: <recipe>-seed<N>[-<K>lab][-<tag>]."""
+    return (f"{recipe}-seed{seed}{f'-{lab_epochs:g}lab' if lab_epochs else ''}"
+            f"{'-' + tag if tag else ''}")
+
+
 def write_results(result, out, stem):
     """``stem``.json, .csv (the curve) and .png (its figure) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -205,9 +211,7 @@ def main(argv=None):
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "process_s": round(time.perf_counter() - STARTED, 1),
     }
-    stem = (f"{args.recipe}-seed{args.seed}"
-            f"{f'-{args.lab_epochs:g}lab' if args.lab_epochs else ''}"
-            f"{'-' + args.tag if args.tag else ''}")
+    stem = result_stem(args.recipe, args.seed, args.lab_epochs, args.tag)
     write_results(result, args.out, stem)
     print(f"{stem}: test {result['test']['accuracy']:.2%} after {result['train_seconds']:.0f} s "
           f"of training; peak memory {result['peak_rss_mib']} MiB -> {args.out / stem}.json")
