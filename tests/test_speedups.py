@@ -61,6 +61,9 @@ class FakeClock:
     def spent(self):
         return self.now
 
+    def left(self):
+        return self.budget_s - self.now
+
 
 def test_batches_are_small_for_the_first_share_of_the_budget_then_full_size():
     from network.training.resizing import ProgressiveImages
@@ -95,6 +98,34 @@ def test_without_a_clock_the_share_counts_epochs_from_a_resumed_one():
     assert batches[1][0].shape[1] == 16      # epoch 2 of 4: the first half
     batches.on_epoch_end()
     assert batches[1][0].shape[1] == 32      # epoch 3 of 4
+
+
+
+def test_first_epoch_note_expects_a_low_resolution_epoch_to_cost_less(capsys):
+    """The plan timed full-size steps: a 24-pixel first epoch that takes 56 % of the
+    planned time is on plan, and one far off counts the full-size epochs after the
+    low-resolution share as dearer."""
+    from network.training.callbacks import Progress
+    from network.training.resizing import relative_cost
+
+    assert relative_cost(24) == pytest.approx(0.5625)
+    clock = FakeClock(1000.0)
+    clock.now = 60.0
+    progress = Progress(None, clock, planned_epoch_s=100.0, low_res=(0.5625, 0.5))
+    progress.on_epoch_begin(0)
+    progress.last = 56.0
+    progress.first_epoch_note(0)
+    assert capsys.readouterr().out == ""
+    progress.last = 30.0  # 440 s at 24 px: 14.7 epochs; then 500 s of 53 s ones: 9.4
+    progress.first_epoch_note(0)
+    out = capsys.readouterr().out
+    assert "not the ~56 s" in out and "about 24 more epochs fit" in out
+    clock.now = 700.0  # past the share (a resumed run): a full-size epoch, as planned
+    progress.on_epoch_begin(1)
+    progress.last = 30.0
+    progress.first_epoch_note(1)
+    out = capsys.readouterr().out
+    assert "not the ~2 min" in out and "about 10 more epochs fit" in out
 
 
 @pytest.mark.slow

@@ -309,15 +309,21 @@ class Progress(EpochTimer):
     async_safe = True  # it reads the clock, never a step's results
     FAR_OFF = 0.3      # the first epoch this much off the plan is worth a line
 
-    def __init__(self, every_s=60.0, clock=None, planned_epoch_s=None, cpu=False):
+    def __init__(self, every_s=60.0, clock=None, planned_epoch_s=None, cpu=False,
+                 low_res=None):
+        """``low_res``: (cost, share) with progressive resizing: an epoch at the low
+        resolution costs ``cost`` of a full-size one, for the first ``share`` of the
+        budget (the plan timed full-size steps)."""
         super().__init__()
         self.every_s, self.clock = every_s, clock
-        self.planned_epoch_s, self.cpu = planned_epoch_s, cpu
-        self._first_done = False
+        self.planned_epoch_s, self.cpu, self.low_res = planned_epoch_s, cpu, low_res
+        self._first_done = self._low = False
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
         self._epoch, self._said = epoch, self._start
+        self._low = (self.low_res is not None and self.clock is not None
+                     and self.clock.spent() < self.low_res[1] * self.clock.budget_s)
 
     def on_train_batch_begin(self, batch, logs=None):
         now = time.perf_counter()
@@ -339,11 +345,21 @@ class Progress(EpochTimer):
             self._first_done = True
             self.first_epoch_note(epoch)
 
+    def epochs_that_fit(self):
+        """How many more epochs fit in the budget at the last epoch's speed: those at
+        the low resolution first, while its share lasts, then full-size ones."""
+        cost, share = self.low_res if self._low else (1.0, 0.0)
+        left = max(0.0, self.clock.left())
+        low_s = min(left, max(0.0, share * self.clock.budget_s - self.clock.spent()))
+        return round(low_s / self.last + (left - low_s) * cost / self.last)
+
     def first_epoch_note(self, epoch):
         planned = self.planned_epoch_s
         if self.clock is not None:
+            if planned and self._low:  # the plan timed full-size steps
+                planned *= self.low_res[0]
             if planned and abs(self.last / planned - 1) > self.FAR_OFF and self.clock.left() > 0:
-                more = round(max(0.0, self.clock.left()) / self.last)
+                more = self.epochs_that_fit()
                 print(f"The first epoch took {duration(self.last)}, not the ~{duration(planned)} "
                       "the timed steps suggested: the schedule follows the clock, so about "
                       f"{plural(more, 'more epoch')} fit.",
@@ -374,7 +390,13 @@ def make_callbacks(run, state, resume_dir, has_val, clock=None, progress_every_s
     early = has_val and run.recipe.patience is not None
     checkpoint = AtomicCheckpoint(run.model_path, monitor="val_loss" if early else None,
                                   best=state.get("checkpoint_best"))
-    progress = Progress(progress_every_s, clock, run.planned_epoch_s, cpu)  # times each epoch
+    low_res = None
+    if run.recipe.low_res:  # progressive resizing: its low-resolution epochs cost less
+        from network.training.resizing import relative_cost
+
+        low_res = (relative_cost(run.recipe.low_res), run.recipe.low_res_share)
+    progress = Progress(progress_every_s, clock, run.planned_epoch_s, cpu,  # times each epoch
+                        low_res)
     # Order matters: StateWriter records the checkpoint's and early stopping's state
     # after they have seen the epoch; the budget clock comes last, so the closing
     # work it measures includes their saving.

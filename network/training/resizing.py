@@ -23,6 +23,14 @@ import cv2
 import keras
 import numpy as np
 
+from network.data_utils import IMAGE_SHAPE
+
+
+def relative_cost(low_res):
+    """An epoch's cost at ``low_res`` pixels over one at full size: a convolution's
+    cost grows with the image's area."""
+    return (low_res / IMAGE_SHAPE[0]) ** 2
+
 
 def resize_all(images, size):
     """uint8 images (N, H, W, 3) -> (N, size, size, 3), area-averaged."""
