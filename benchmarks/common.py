@@ -83,11 +83,15 @@ def epoch_curve(rows, test=None, batch_size=500):
     ``test``, the :func:`scores_on_test`.
 
     Its ``uncounted_s`` is the seconds spent scoring: a time budget does not count
-    them as training.
+    them as training. A time budget's ``clock`` (``train_model`` sets it) adds
+    clock_s to each row: the budget's seconds spent, planning included, and a
+    resumed run's earlier parts too.
     """
     import keras
 
     class EpochCurve(keras.callbacks.Callback):
+        clock = None  # a budget.Clock, set by train_model for a budgeted run
+
         def on_train_begin(self, logs=None):
             self.started, self.uncounted_s = time.perf_counter(), 0.0
 
@@ -102,6 +106,8 @@ def epoch_curve(rows, test=None, batch_size=500):
             row = {"epoch": epoch + 1, "seconds": reached - self.epoch_started,
                    "train_s": reached - self.started - self.uncounted_s, "loss": loss,
                    "train_accuracy": float(logs.get("accuracy", float("nan")))}
+            if self.clock is not None:
+                row["clock_s"] = self.clock.spent()
             line = f"epoch {epoch + 1}: {row['seconds']:.2f} s, loss {loss:.4f}"
             if test is not None:
                 row.update(scores_on_test(self.model, *test, batch_size=batch_size))

@@ -16,12 +16,20 @@ into T_lab, the seconds of one lab epoch of 40,000 images, and then trains
 with a budget of K x T_lab (``--minutes K * T_lab / 60``). The figure marks
 the budget and the manual's 57.54 %.
 
+A run longer than a sitting can be done in parts, as a student with a slow
+laptop does: with ``--keep DIR`` the curve so far is kept in DIR after every
+epoch, and after Ctrl-C ``--keep DIR --resume`` continues the run (its
+settings, T_lab and curve; the budget's clock carries over, so the time
+between the parts is not counted).
+
 Usage:
 
     CIFAR100_DIR=/path/to/cifar-100-python \\
         python benchmarks/time_to_accuracy.py --recipe cpu --lab-epochs 1 --seed 1
     python benchmarks/time_to_accuracy.py --recipe cpu --seed 2 --out benchmarks/results \\
         -- --epochs 10            # options after -- go to train_model
+    python benchmarks/time_to_accuracy.py --lab-epochs 3 --keep runs/3lab   # Ctrl-C, then:
+    python benchmarks/time_to_accuracy.py --keep runs/3lab --resume
 """
 
 import argparse
@@ -40,12 +48,15 @@ if __package__ in (None, ""):  # run as a file: python benchmarks/time_to_accura
 
 from benchmarks.common import cpu_flags, cpu_model, epoch_curve
 from network.core import cli, runtime
+from network.core.errors import LabError
 from network.core.files import write_json_atomic, write_text_atomic
 from network.training.recipes import RECIPES
 
 LAB_EPOCH_IMAGES = 40_000  # the lab recipe trains on 80 % of the 50,000 training images
 LAB_TIMED_STEPS = 10       # steady steps of the lab's CNN timed for T_lab
 MANUAL_ACCURACY = 0.5754   # the lab manual's reported test accuracy
+KEPT = "curve.json"        # in --keep DIR: the curve so far, and the settings to resume with
+RESUMED_WITH = ("recipe", "seed", "tag", "lab_epochs", "train_options")  # from KEPT
 
 
 def parse_args(argv=None):
@@ -64,12 +75,57 @@ def parse_args(argv=None):
                              "of timing it again; runs that are compared share one T_lab")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep the trained model and training reports in DIR/models and "
-                             "DIR/reports (default: a temporary folder, removed)")
+                             "DIR/reports, and the curve so far in DIR/curve.json (default: a "
+                             "temporary folder, removed)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run interrupted in --keep DIR with its settings, "
+                             "T_lab and curve (the budget's clock carries over)")
     parser.add_argument("train_options", nargs="*", help="more train_model options, after --")
     args = parser.parse_args(argv)
     if args.lab_seconds and not args.lab_epochs:
         parser.error("--lab-seconds needs --lab-epochs")
+    if args.resume and not args.keep:
+        parser.error("--resume needs --keep DIR, the folder the interrupted run was kept in")
     return args
+
+
+def read_kept(keep):
+    """The record an interrupted run kept in ``keep``: its settings, T_lab, budget and
+    curve so far (see :func:`curve_keeper`)."""
+    path = keep / KEPT
+    try:
+        kept = json.loads(path.read_text())
+        settings = {name: kept["settings"][name] for name in RESUMED_WITH}
+    except FileNotFoundError:
+        raise LabError(f"no run to resume in {keep}: it has no {KEPT} (no epoch was "
+                       "finished there)") from None
+    except (ValueError, KeyError, TypeError):
+        raise LabError(f"{path} is damaged: start the run afresh without --resume") from None
+    if not kept.get("budget"):
+        raise LabError(f"the run kept in {keep} has no time budget (--lab-epochs): only a "
+                       "budget's clock can carry over, so start it afresh")
+    return kept, settings
+
+
+def curve_keeper(path, record):
+    """A Keras callback that writes ``record`` (its "rows" the curve, growing) to ``path``
+    after every epoch, with the process's peak memory and run time so far, so that an
+    interrupted run can continue its curve (--resume)."""
+    import keras
+
+    process_before = record.get("process_s", 0.0)
+
+    class KeepCurve(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            record.update(peak_rss_mib=max(peak_rss_mib(), record.get("peak_rss_mib", 0)),
+                          process_s=round(process_before + time.perf_counter() - STARTED, 1))
+            write_json_atomic(path, record)
+
+    return KeepCurve()
+
+
+def peak_rss_mib():
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def lab_epoch_seconds(steps=LAB_TIMED_STEPS):
@@ -124,29 +180,36 @@ def plot_curve(result, path):
     save_figure(fig, path)
 
 
-def train(args, budget):
-    """Run train_model with the test-curve callback; returns (its summary, the curve)."""
+def train(args, budget, record):
+    """Run train_model with the test-curve callback (continuing ``record``'s curve when
+    it resumes); returns (its summary, the curve)."""
     from network import train_model
     from network.data_utils import load_cifar100
 
     data = load_cifar100(args.data_dir, download=False,
                          allow_md5_mismatch="--allow-md5-mismatch" in args.train_options)
     test = (data.x_test, data.y_test, data.coarse_test, data.fine_to_coarse)
-    curve = []  # its scoring is left out of the training time, and of a time budget
-    callback = epoch_curve(curve, test[:2])
+    curve = record["rows"]  # its scoring is left out of the training time, and of a budget
+    callbacks = [epoch_curve(curve, test[:2])]
     del data  # train_model loads its own copy, as a user's run does
     with tempfile.TemporaryDirectory() as tmp:
         keep = args.keep or Path(tmp)
+        if args.keep:
+            callbacks.append(curve_keeper(keep / KEPT, record))
         model_path = keep / "models" / "best_model.h5"
-        train_model.main(["--recipe", args.recipe, "--seed", str(args.seed), "--data-dir",
-                          str(args.data_dir), "--output-dir", str(keep / "reports"),
-                          "--model-path", str(model_path), "--no-show",
-                          *budget, *args.train_options], extra_callbacks=[callback])
+        paths = ["--data-dir", str(args.data_dir), "--output-dir", str(keep / "reports"),
+                 "--model-path", str(model_path), "--no-show"]
+        # A resumed run keeps its saved settings and budget: the paths are enough.
+        options = ["--resume"] if args.resume else [
+            "--recipe", args.recipe, "--seed", str(args.seed), *budget, *args.train_options]
+        train_model.main([*options, *paths], extra_callbacks=callbacks)
         summary = json.loads((keep / "reports" / "train_summary.json").read_text())
         summary["test_tta"] = flip_averaged_scores(model_path, *test)
-    # The curve counts the time spent before fit too (planning the budget).
+    # Training time counts planning too: a budget's clock says so itself (and carries
+    # over a resumed run's earlier parts); without one, the time before fit is added.
     before_fit = summary["settings"]["seconds_before_fit"]
-    rows = [{"epoch": row["epoch"], "train_s": round(row["train_s"] + before_fit, 1),
+    rows = [{"epoch": row["epoch"],
+             "train_s": round(row.get("clock_s", row["train_s"] + before_fit), 1),
              "test_accuracy": round(row["test_accuracy"], 4),
              "test_top5": round(row["test_top5"], 4)} for row in curve]
     return summary, rows
@@ -184,16 +247,28 @@ def write_results(result, out, stem):
 def main(argv=None):
     runtime.setup_backend_env()  # quiet start-up, as train_model's
     args = parse_args(argv)
-    lab_epoch, budget = None, []
-    if args.lab_epochs:
-        lab_epoch = ({"seconds": args.lab_seconds, "given": True} if args.lab_seconds
-                     else lab_epoch_seconds())
-        budget = ["--minutes", f"{args.lab_epochs * lab_epoch['seconds'] / 60:.3f}"]
-    summary, rows = train(args, budget)
+    if args.resume:  # the kept run's settings, T_lab, budget and curve
+        record, settings = read_kept(args.keep)
+        vars(args).update(settings)
+        lab_epoch, budget = record["lab_epoch"], record["budget"]
+        record["parts"] = record.get("parts", 1) + 1
+        print(f"Resuming {result_stem(args.recipe, args.seed, args.lab_epochs, args.tag)} "
+              f"after {cli.plural(len(record['rows']), 'measured epoch')}", flush=True)
+    else:
+        lab_epoch, budget = None, []
+        if args.lab_epochs:
+            lab_epoch = ({"seconds": args.lab_seconds, "given": True} if args.lab_seconds
+                         else lab_epoch_seconds())
+            budget = ["--minutes", f"{args.lab_epochs * lab_epoch['seconds'] / 60:.3f}"]
+        record = {"settings": {name: getattr(args, name) for name in RESUMED_WITH},
+                  "lab_epoch": lab_epoch, "budget": budget, "rows": [], "parts": 1}
+    earlier_s = record.get("process_s", 0.0)  # the earlier parts' run time
+    summary, rows = train(args, budget, record)
     result = {
         "command": "python -m network.train_model --recipe "
                    f"{args.recipe} --seed {args.seed} "
                    f"{' '.join([*budget, *args.train_options])}".strip(),
+        "parts": record["parts"],  # processes it ran in: more than one when resumed
         "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
                     "cpu_flags": cpu_flags(), "load_average": os.getloadavg(),
                     **summary["hardware"]},
@@ -208,8 +283,8 @@ def main(argv=None):
         "test": summary["test"],
         "test_flip_averaged": summary["test_tta"],  # apart: the headline is the model's own
         "epochs": rows,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "process_s": round(time.perf_counter() - STARTED, 1),
+        "peak_rss_mib": max(peak_rss_mib(), record.get("peak_rss_mib", 0)),
+        "process_s": round(earlier_s + time.perf_counter() - STARTED, 1),
     }
     stem = result_stem(args.recipe, args.seed, args.lab_epochs, args.tag)
     write_results(result, args.out, stem)

@@ -272,6 +272,9 @@ def run_training(run, model, clock, state, train, val, cpu, callbacks=()):
                                              clock, every_s, cpu, closing_s)
     if clock is not None:
         clock.uncounted = list(callbacks)  # a benchmark's measurements are not training
+        for callback in callbacks:  # ... and those that ask read the budget's own clock
+            if hasattr(callback, "clock"):
+                callback.clock = clock
     history_path = Path(run.output_dir) / "history.csv"
     initial_epoch = restore_backup(model, resume_dir, state, history_path) if state else 0
     fit(model, run, train, val, [*own, *callbacks], initial_epoch, resume_dir, clock)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchmarks import time_to_accuracy
+from network.core.errors import LabError
 
 
 def test_t_lab_is_one_lab_epoch_of_40000_images_at_the_timed_speed(monkeypatch):
@@ -73,3 +74,69 @@ def test_a_given_t_lab_is_used_as_it_is_and_needs_a_budget(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         time_to_accuracy.parse_args(["--lab-seconds", "600"])
     assert "--lab-seconds needs --lab-epochs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_with_its_curve_t_lab_and_clock(
+        fake_data, tmp_path, monkeypatch):
+    """A run in two parts, as on a slow laptop: Ctrl-C after the first epoch, then
+    --resume. The curve goes on from the kept one, the budget's clock carries over,
+    and the options given again are the kept ones, not the command line's."""
+    monkeypatch.setattr(time_to_accuracy, "lab_epoch_seconds",
+                        lambda: {"seconds": 60.0, "images_per_s": 1000.0, "timed_steps": 1,
+                                 "compile_s": 1.0})
+    keeper = time_to_accuracy.curve_keeper
+
+    def interrupted_after_first_epoch(path, record):
+        callback = keeper(path, record)
+        kept = callback.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            kept(epoch, logs)  # the epoch's row is kept, then the user presses Ctrl-C
+            raise KeyboardInterrupt
+
+        callback.on_epoch_end = on_epoch_end
+        return callback
+
+    monkeypatch.setattr(time_to_accuracy, "curve_keeper", interrupted_after_first_epoch)
+    out, keep = tmp_path / "results", tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        time_to_accuracy.main([
+            "--recipe", "cpu", "--seed", "4", "--lab-epochs", "0.5", "--data-dir",
+            str(fake_data), "--out", str(out), "--keep", str(keep), "--tag", "parts", "--",
+            "--allow-md5-mismatch", "--subset", "200", "--batch-size", "50", "--width", "0.25"])
+    kept = json.loads((keep / "curve.json").read_text())
+    assert [row["epoch"] for row in kept["rows"]] == [1] and kept["parts"] == 1
+    assert not (out / "cpu-seed4-0.5lab-parts.json").exists()
+
+    monkeypatch.setattr(time_to_accuracy, "curve_keeper", keeper)
+    monkeypatch.setattr(time_to_accuracy, "lab_epoch_seconds", lambda: pytest.fail("timed"))
+    assert time_to_accuracy.main(["--resume", "--keep", str(keep), "--data-dir", str(fake_data),
+                                  "--out", str(out), "--seed", "9"]) == 0
+    result = json.loads((out / "cpu-seed4-0.5lab-parts.json").read_text())
+    assert result["parts"] == 2 and result["settings"]["seed"] == 4
+    assert result["lab_epoch"]["seconds"] == 60.0 and result["budget"]["seconds"] == 30.0
+    epochs = [row["epoch"] for row in result["epochs"]]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 2
+    assert result["epochs"][0]["train_s"] == round(kept["rows"][0]["clock_s"], 1)
+    seconds = [row["train_s"] for row in result["epochs"]]
+    assert seconds == sorted(seconds)
+    # The clock carried over: both parts together spent the one budget.
+    assert 0.9 <= result["budget"]["share_spent"] <= 1.15
+    assert result["process_s"] > kept["process_s"]
+
+
+def test_resume_needs_the_folder_of_a_kept_budgeted_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        time_to_accuracy.parse_args(["--resume"])
+    assert "--resume needs --keep DIR" in capsys.readouterr().err
+    with pytest.raises(LabError, match="no run to resume"):
+        time_to_accuracy.main(["--resume", "--keep", str(tmp_path)])
+    (tmp_path / "curve.json").write_text("{not json")
+    with pytest.raises(LabError, match="damaged"):
+        time_to_accuracy.main(["--resume", "--keep", str(tmp_path)])
+    (tmp_path / "curve.json").write_text(json.dumps({
+        "settings": {"recipe": "cpu", "seed": 1, "tag": "", "lab_epochs": None,
+                     "train_options": []}, "lab_epoch": None, "budget": [], "rows": []}))
+    with pytest.raises(LabError, match="no time budget"):
+        time_to_accuracy.main(["--resume", "--keep", str(tmp_path)])
