@@ -64,7 +64,7 @@ def test_a_budget_of_lab_epochs_trains_the_cpu_recipe_and_writes_its_curve(
 
 
 def test_a_given_t_lab_is_used_as_it_is_and_needs_a_budget(monkeypatch, capsys):
-    def stop_with_budget(args, budget):
+    def stop_with_budget(args, budget, record):
         raise SystemExit(" ".join(budget))
 
     monkeypatch.setattr(time_to_accuracy, "lab_epoch_seconds", lambda: pytest.fail("timed"))
