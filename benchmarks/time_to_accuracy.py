@@ -113,19 +113,22 @@ def curve_keeper(path, record):
     interrupted run can continue its curve (--resume)."""
     import keras
 
-    process_before = record.get("process_s", 0.0)
+    earlier_s = record.get("process_s", 0.0)
 
     class KeepCurve(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            record.update(peak_rss_mib=max(peak_rss_mib(), record.get("peak_rss_mib", 0)),
-                          process_s=round(process_before + time.perf_counter() - STARTED, 1))
+            record.update(usage(record, earlier_s))
             write_json_atomic(path, record)
 
     return KeepCurve()
 
 
-def peak_rss_mib():
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+def usage(record, earlier_s):
+    """Peak memory (MiB) and run time (s) so far, over this process and the earlier
+    parts of a resumed run (``record``'s peak, and their ``earlier_s`` seconds)."""
+    peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"peak_rss_mib": max(peak, record.get("peak_rss_mib", 0)),
+            "process_s": round(earlier_s + time.perf_counter() - STARTED, 1)}
 
 
 def lab_epoch_seconds(steps=LAB_TIMED_STEPS):
@@ -283,8 +286,7 @@ def main(argv=None):
         "test": summary["test"],
         "test_flip_averaged": summary["test_tta"],  # apart: the headline is the model's own
         "epochs": rows,
-        "peak_rss_mib": max(peak_rss_mib(), record.get("peak_rss_mib", 0)),
-        "process_s": round(earlier_s + time.perf_counter() - STARTED, 1),
+        **usage(record, earlier_s),
     }
     stem = result_stem(args.recipe, args.seed, args.lab_epochs, args.tag)
     write_results(result, args.out, stem)

@@ -100,7 +100,6 @@ def test_without_a_clock_the_share_counts_epochs_from_a_resumed_one():
     assert batches[1][0].shape[1] == 32      # epoch 3 of 4
 
 
-
 def test_first_epoch_note_expects_a_low_resolution_epoch_to_cost_less(capsys):
     """The plan timed full-size steps: a 24-pixel first epoch that takes 56 % of the
     planned time is on plan, and one far off counts the full-size epochs after the
