@@ -134,7 +134,10 @@ def test_terminal_shows_headline_figures_and_files_not_the_report(tiny_model, fa
     assert "fine_42" in (tmp_path / "classification_report.txt").read_text()
     for name, _ in OUTPUTS:
         assert f"\n  {name}  " in out, name
-    assert len(out.splitlines()) <= 12, out
+    # An untrained model also gets the one "hardly better than chance" sentence, or not,
+    # as its few random right answers fall: that line is the model's, not the report's.
+    headline = [line for line in out.splitlines() if "hardly better than chance" not in line]
+    assert len(headline) <= 12, out
 
     code, out, err = run_main(main, [*options, "--print-report"], capsys)
     assert code == 0, err
