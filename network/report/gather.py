@@ -31,6 +31,7 @@ from network.core.console_log import LOG_DIR, command_line
 from network.core.errors import LabError
 from network.report import figures
 from network.report.style import PRINT_WIDTH_CM
+from network.training.previous import finished
 
 TRAINING_FILES = ("history.csv", "train_summary.json")
 PREDICTIONS = Path("predictions", "predictions.csv")  # test_model's table in the output folder
@@ -75,11 +76,8 @@ def shown_paths(text):
 def finished_at(summary):
     """When training finished (train_summary.json's ``finished_at``, ISO 8601 with its
     time-zone offset), or None for a summary written before it had one."""
-    try:
-        moment = datetime.datetime.fromisoformat(str(summary["finished_at"]))
-    except (KeyError, ValueError):
-        return None
-    return moment if moment.tzinfo else None
+    moment = finished(summary)
+    return moment if moment and moment.tzinfo else None
 
 
 def load_training_run(out):
