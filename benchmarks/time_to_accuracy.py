@@ -208,6 +208,9 @@ def train(args, budget, record):
         train_model.main([*options, *paths], extra_callbacks=callbacks)
         summary = json.loads((keep / "reports" / "train_summary.json").read_text())
         summary["test_tta"] = flip_averaged_scores(model_path, *test)
+        summary["settings"] = named_folders(summary["settings"], {
+            args.data_dir: data_dir_name(args.data_dir),
+            keep: "KEEP_DIR" if args.keep else "TEMP_DIR"})
     # Training time counts planning too: a budget's clock says so itself (and carries
     # over a resumed run's earlier parts); without one, the time before fit is added.
     before_fit = summary["settings"]["seconds_before_fit"]
@@ -216,6 +219,29 @@ def train(args, budget, record):
              "test_accuracy": round(row["test_accuracy"], 4),
              "test_top5": round(row["test_top5"], 4)} for row in curve]
     return summary, rows
+
+
+def data_dir_name(data_dir):
+    """How a result names the data folder: by the variable that gave it, where one did."""
+    given = os.environ.get("CIFAR100_DIR")
+    same = given and Path(given).resolve() == Path(data_dir).resolve()
+    return "$CIFAR100_DIR" if same else "DATA_DIR"
+
+
+def named_folders(settings, names):
+    """``settings`` with each folder in ``names`` ({path: name}) written as its name: a
+    result is shared, and this machine's folders mean nothing on another."""
+    folders = {str(Path(path).resolve()): name for path, name in names.items()}
+
+    def named(value):
+        if not (isinstance(value, str) and os.sep in value):  # not a path
+            return value
+        full = str(Path(value).resolve())
+        for folder, name in folders.items():
+            if full == folder or full.startswith(folder + os.sep):
+                return name + full[len(folder):]
+        return value
+    return {key: named(value) for key, value in settings.items()}
 
 
 def flip_averaged_scores(model_path, images, labels, coarse, fine_to_coarse):

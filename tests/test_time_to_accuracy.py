@@ -28,6 +28,20 @@ def test_t_lab_is_one_lab_epoch_of_40000_images_at_the_timed_speed(monkeypatch):
     assert timed == {"network": "lab_cnn", "batch_size": 64, "dtype": "float32"}
 
 
+def test_a_result_names_folders_not_this_machines_paths(tmp_path, monkeypatch):
+    data, keep = tmp_path / "cifar-100-python", tmp_path / "runs" / "3lab"
+    settings = {"data_dir": str(data), "model_path": str(keep / "models" / "best_model.h5"),
+                "output_dir": str(keep / "reports"), "recipe": "cpu", "seed": 1,
+                "elsewhere": str(tmp_path / "img")}
+    monkeypatch.setenv("CIFAR100_DIR", str(data))
+    names = {data: time_to_accuracy.data_dir_name(data), keep: "KEEP_DIR"}
+    assert time_to_accuracy.named_folders(settings, names) == {
+        **settings, "data_dir": "$CIFAR100_DIR",
+        "model_path": "KEEP_DIR/models/best_model.h5", "output_dir": "KEEP_DIR/reports"}
+    monkeypatch.delenv("CIFAR100_DIR")  # the default folder, or one given by --data-dir
+    assert time_to_accuracy.data_dir_name(data) == "DATA_DIR"
+
+
 @pytest.mark.slow
 def test_a_budget_of_lab_epochs_trains_the_cpu_recipe_and_writes_its_curve(
         fake_data, tmp_path, monkeypatch):
@@ -53,6 +67,9 @@ def test_a_budget_of_lab_epochs_trains_the_cpu_recipe_and_writes_its_curve(
     assert budget["seconds"] == 30.0 and 0.9 <= budget["share_spent"] <= 1.15
     assert budget["final_learning_rate"] < 0.01 * budget["peak_learning_rate"]
     assert isinstance(result["machine"]["cpu_flags"], list)
+    # no folder of this machine: the data by name, the removed temporary folder as such
+    assert result["settings"]["data_dir"] == "DATA_DIR"
+    assert result["settings"]["model_path"] == "TEMP_DIR/models/best_model.h5"
     rows = list(csv.DictReader((out / f"{stem}.csv").open()))
     assert len(rows) == len(result["epochs"]) >= 1
     assert [float(r["train_s"]) for r in rows] == sorted(float(r["train_s"]) for r in rows)
@@ -115,6 +132,7 @@ def test_an_interrupted_run_resumes_with_its_curve_t_lab_and_clock(
                                   "--out", str(out), "--seed", "9"]) == 0
     result = json.loads((out / "cpu-seed4-0.5lab-parts.json").read_text())
     assert result["parts"] == 2 and result["settings"]["seed"] == 4
+    assert result["settings"]["output_dir"] == "KEEP_DIR/reports"
     assert result["lab_epoch"]["seconds"] == 60.0 and result["budget"]["seconds"] == 30.0
     epochs = [row["epoch"] for row in result["epochs"]]
     assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 2
