@@ -40,6 +40,7 @@ CHANGES = {
     "smooth-0.1": ["--label-smoothing", "0.1"],        # half the recipe's label smoothing
     "batch-256": ["--batch-size", "256"],              # half the steps (the recipe's batch before)
     "lr-4e-3": ["--learning-rate", "0.004"],           # twice the peak rate
+    "pad-4": ["--crop-padding", "4"],                  # random crop over shifts of up to 4 px
 }
 
 

@@ -60,7 +60,8 @@ class Recipe:
     width: float = option("ResNet-9 recipes: channel width multiplier (1.0 = 64-128-256-512); "
                           "for the cpu recipe it fixes the size the time budget would choose",
                           default=1.0)
-    crop_padding: int = 4         # ResNet-9 augmentation: random crop after padding (pixels)
+    crop_padding: int = option("ResNet-9 augmentation: pixels of zero padding before the "
+                               "random crop", default=4)
     stem_stride: int = 1          # ResNet-9: 2 halves the resolution at the first layer
     bn_momentum: float = option("ResNet-9: BatchNormalization's momentum for its running "
                                 "statistics", default=0.9, kind="fraction")
