@@ -129,9 +129,9 @@ def test_first_epoch_note_expects_a_low_resolution_epoch_to_cost_less(capsys):
 
 @pytest.mark.slow
 def test_cpu_recipe_with_every_speed_up_trains_and_its_model_loads(fake_data, tmp_path, capsys):
-    """--whiten --low-res 16 --bn-momentum 0.6 --label-smoothing 0.1: trains, records the
-    settings, and saves a model that takes 32-pixel images (its size is left open) and
-    loads with the lab's checks."""
+    """--whiten --low-res 16 --bn-momentum 0.6 --label-smoothing 0.1 --crop-padding 3: trains,
+    records the settings, and saves a model that takes 32-pixel images (its size is left
+    open) and loads with the lab's checks."""
     from network.data_utils import load_cifar100
     from network.model_utils import load_model, whitening_kernel
     from network.train_model import main, split_train_val
@@ -140,14 +140,17 @@ def test_cpu_recipe_with_every_speed_up_trains_and_its_model_loads(fake_data, tm
     code, stdout, err = run_main(main, [
         "--recipe", "cpu", "--epochs", 2, "--width", 0.125, "--subset", 300,
         "--batch-size", 64, "--whiten", "--low-res", 16, "--low-res-share", 0.5,
-        "--bn-momentum", 0.6, "--label-smoothing", 0.1, "--allow-md5-mismatch", "--no-show",
+        "--bn-momentum", 0.6, "--label-smoothing", 0.1, "--crop-padding", 3,
+        "--allow-md5-mismatch", "--no-show",
         "--data-dir", fake_data, "--output-dir", out, "--model-path", model_path], capsys)
     assert code == 0, err[-3000:]
     settings = json.loads((out / "train_summary.json").read_text())["settings"]
     assert (settings["whiten"], settings["low_res"], settings["low_res_share"],
-            settings["bn_momentum"], settings["label_smoothing"]) == (True, 16, 0.5, 0.6, 0.1)
+            settings["bn_momentum"], settings["label_smoothing"],
+            settings["crop_padding"]) == (True, 16, 0.5, 0.6, 0.1, 3)
     model = load_model(model_path)
     assert model.get_layer("prep_bn").momentum == 0.6
+    assert model.get_layer("augment").padding == 3
     data = load_cifar100(fake_data, allow_md5_mismatch=True)  # the run's training images
     (train, _), _ = split_train_val(data.x_train[:300], data.y_train[:300], 0.02, 42)
     np.testing.assert_allclose(model.get_layer("whiten").get_weights()[0],
