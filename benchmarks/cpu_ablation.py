@@ -41,6 +41,7 @@ CHANGES = {
     "batch-256": ["--batch-size", "256"],              # half the steps (the recipe's batch before)
     "lr-4e-3": ["--learning-rate", "0.004"],           # twice the peak rate
     "pad-4": ["--crop-padding", "4"],                  # random crop over shifts of up to 4 px
+    "stride-1": ["--stem-stride", "1"],                # full resolution: ~4x the arithmetic
 }
 
 

@@ -50,6 +50,27 @@ def test_options_override_the_recipe_and_the_rest_stays():
     assert run.recipe.rungs == ()  # --width fixes the size: the budget chooses none
 
 
+def test_stem_stride_reaches_every_size_the_budget_may_choose():
+    """--stem-stride 1 (full resolution) applies to each size the cpu recipe's budget may
+    time and choose, and with --width to the one fixed size, down to the built network."""
+    from network.model_utils import build_for_recipe
+    from network.train_model import parse_args
+    from network.training.budget import candidate_recipes
+    from network.training.recipes import RECIPES, Run
+
+    assert {rung.stem_stride for rung in RECIPES["cpu"].rungs} == {2}  # the recipe's own
+    run = Run.from_args(parse_args(["--recipe", "cpu", "--stem-stride", "1"]))
+    assert [r.width for r in run.recipe.rungs] == [r.width for r in RECIPES["cpu"].rungs]
+    assert [c.stem_stride for c, _ in candidate_recipes(run.recipe)] == [1] * len(
+        RECIPES["cpu"].rungs)
+    assert run.recipe.minutes == RECIPES["cpu"].minutes  # still a time budget
+    fixed = Run.from_args(parse_args(["--recipe", "cpu", "--width", "0.125",
+                                      "--stem-stride", "1"]))
+    assert (fixed.recipe.stem_stride, fixed.recipe.rungs) == (1, ())
+    assert build_for_recipe(fixed.recipe).get_layer("prep_conv").strides == (1, 1)
+    assert build_for_recipe(RECIPES["cpu"]).get_layer("prep_conv").strides == (2, 2)
+
+
 def test_fixed_epochs_replace_the_time_budget_and_survive_a_resume():
     """--epochs without --minutes means exactly that many epochs: no time budget, in the
     run and in what is saved for --resume."""
@@ -78,6 +99,7 @@ def test_fixed_epochs_replace_the_time_budget_and_survive_a_resume():
     (["--learning-rate", "0"], "--learning-rate: must be a positive number"),
     (["--learning-rate", "inf"], "--learning-rate: must be a positive number"),
     (["--width", "-2"], "--width: must be a positive number"),
+    (["--stem-stride", "3"], "--stem-stride: invalid choice: 3"),
     (["--resume", "--restart"], "--resume and --restart exclude each other"),
 ])
 def test_impossible_options_are_refused(options, message, fake_data, tmp_path, capsys):

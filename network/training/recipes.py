@@ -27,11 +27,13 @@ from network.core.errors import LabError
 from network.core.files import write_json_atomic
 
 
-def option(help_text, default=dataclasses.MISSING, kind="positive"):
+def option(help_text, default=dataclasses.MISSING, kind="positive", choices=None):
     """A ``Recipe`` field that a command-line option overrides (``--field-name``);
     ``kind`` is what the option accepts: "positive" (> 0), "fraction" ([0, 1)) or
-    "switch" (``--name`` / ``--no-name``)."""
-    return field(default=default, metadata={"help": help_text, "kind": kind})
+    "switch" (``--name`` / ``--no-name``); ``choices`` narrows a positive one to a
+    few values."""
+    return field(default=default, metadata={"help": help_text, "kind": kind,
+                                            "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,9 @@ class Recipe:
                           default=1.0)
     crop_padding: int = option("ResNet-9 augmentation: pixels of zero padding before the "
                                "random crop", default=4)
-    stem_stride: int = 1          # ResNet-9: 2 halves the resolution at the first layer
+    stem_stride: int = option("ResNet-9: the first convolution's stride (2 halves the "
+                              "resolution: a quarter of the arithmetic in every later layer)",
+                              default=1, choices=(1, 2))
     bn_momentum: float = option("ResNet-9: BatchNormalization's momentum for its running "
                                 "statistics", default=0.9, kind="fraction")
     whiten: bool = option("ResNet-9: a frozen first layer that whitens 2x2 patches (PCA of the "
@@ -153,7 +157,8 @@ def add_recipe_arguments(parser, default="lab", exclude=()):
             continue
         parse = {"fraction": cli.fraction,
                  "positive": cli.positive_int if declared.type is int else cli.positive_float}
-        parser.add_argument(flag, type=parse[declared.metadata["kind"]], help=text)
+        parser.add_argument(flag, type=parse[declared.metadata["kind"]],
+                            choices=declared.metadata["choices"], help=text)
 
 
 def recipe_overrides(args):
@@ -194,11 +199,15 @@ class Run:
         """The run an argparse namespace asks for (options left out keep the recipe's).
 
         A fixed ``--epochs`` without ``--minutes`` replaces the time budget;
-        ``--width`` fixes the size a time budget would otherwise choose.
+        ``--width`` fixes the size a time budget would otherwise choose;
+        ``--stem-stride`` applies to every size it may choose.
         """
         recipe = recipe_with(args.recipe, **recipe_overrides(args))
         if args.epochs is not None and args.minutes is None:
             recipe = dataclasses.replace(recipe, minutes=None)
+        if args.stem_stride is not None:
+            recipe = dataclasses.replace(recipe, rungs=tuple(
+                dataclasses.replace(rung, stem_stride=args.stem_stride) for rung in recipe.rungs))
         if args.width is not None:
             recipe = dataclasses.replace(recipe, rungs=())
         return cls(recipe, data_dir=str(args.data_dir), model_path=str(args.model_path),
