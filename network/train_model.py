@@ -228,6 +228,8 @@ def cpu_advice(run):
 
 def fit(model, run, train, val, callbacks, initial_epoch, resume_dir, clock):
     """``model.fit`` on the prepared images."""
+    import keras
+
     from network.model_utils import model_images
 
     val_data = (model_images(model, val[0]), one_hot(val[1], NUM_CLASSES)) if len(val[0]) else None
@@ -242,6 +244,11 @@ def fit(model, run, train, val, callbacks, initial_epoch, resume_dir, clock):
         x = ProgressiveImages(x, y, batch_size, run.recipe.low_res, run.recipe.low_res_share,
                               clock, run.recipe.epochs, initial_epoch, run.seed)
         y = batch_size = None  # the batches carry their labels and size
+    elif keras.backend.backend() == "tensorflow":  # no tf.data pipeline rebuilt per epoch
+        from network.training.batches import ShuffledBatches
+
+        x = ShuffledBatches(x, y, batch_size, seed=run.seed)
+        y = batch_size = None
     try:
         model.fit(x, y, batch_size=batch_size, epochs=run.recipe.epochs,
                   initial_epoch=initial_epoch, validation_data=val_data, callbacks=callbacks,

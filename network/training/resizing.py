@@ -17,13 +17,11 @@ Usage:
     model.fit(batches, epochs=...)
 """
 
-import math
-
 import cv2
-import keras
 import numpy as np
 
 from network.data_utils import IMAGE_SHAPE
+from network.training.batches import ShuffledBatches
 
 
 def relative_cost(low_res):
@@ -40,7 +38,7 @@ def resize_all(images, size):
     return out
 
 
-class ProgressiveImages(keras.utils.PyDataset):
+class ProgressiveImages(ShuffledBatches):
     """Shuffled training batches: at ``low_res`` pixels for the first ``share`` of the
     run, at full size after. The run's progress is the share of the time budget
     its ``clock`` (a ``budget.Clock``) has spent or, without one, the share of its
@@ -48,12 +46,9 @@ class ProgressiveImages(keras.utils.PyDataset):
 
     def __init__(self, images, labels, batch_size, low_res, share, clock=None, epochs=None,
                  initial_epoch=0, seed=None):
-        super().__init__()
-        self.full, self.labels, self.batch_size = images, labels, batch_size
+        super().__init__(images, labels, batch_size, seed=seed)
         self.low = resize_all(images, low_res)
         self.share, self.clock, self.epochs, self.epoch = share, clock, epochs, initial_epoch
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(images))
         self.drawn = 0
 
     def progress(self):
@@ -61,17 +56,14 @@ class ProgressiveImages(keras.utils.PyDataset):
             return self.clock.spent() / self.clock.budget_s
         return self.epoch / self.epochs
 
-    def __len__(self):
-        return math.ceil(len(self.full) / self.batch_size)
-
     def __getitem__(self, index):
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        rows = self.rows(index)
         # Keras fixes the batches' shape from the first two it draws (TensorFlow only:
         # they are not trained on): showing it both sizes leaves height and width open.
         self.drawn += 1
         low = self.progress() < self.share if self.drawn > 1 else False
-        return (self.low if low else self.full)[rows], self.labels[rows]
+        return (self.low if low else self.images)[rows], self.labels[rows]
 
     def on_epoch_end(self):
         self.epoch += 1
-        self.order = self.rng.permutation(len(self.full))
+        super().on_epoch_end()
