@@ -1,11 +1,11 @@
-"""The benchmark scripts: FLOP counting (flops), training speed (training_speed) and data
-loading on the CPU (data_loading)."""
+"""The benchmark scripts: FLOP counting (flops), training speed (training_speed), feeding
+the batches (batch_feeding) and data loading on the CPU (data_loading)."""
 
 import json
 
 import pytest
 
-from benchmarks import flops, training_speed
+from benchmarks import batch_feeding, flops, training_speed
 from helpers import assert_clean_error, run_cli
 
 # --- FLOPs -----------------------------------------------------------------------------------
@@ -133,6 +133,25 @@ def test_training_speed_smoke(tmp_path, capsys):
     assert hardware["devices"]
 
 
+def test_batch_feeding_times_both_feeds_in_turn(tmp_path, capsys):
+    out = tmp_path / "feeding.json"
+    assert batch_feeding.main(["--synthetic", "--images", "200", "--epochs", "2", "--rounds",
+                               "2", "--width", "0.125", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("arrays   round 1") < printed.index("batches  round 1") < printed.index(
+        "arrays   round 2")
+    assert "batches: mean epoch after the first of a fit" in printed
+    times = json.loads(out.read_text())["epoch_seconds"]
+    assert set(times) == {"arrays", "batches"}
+    assert all(len(fit) == 2 and min(fit) > 0 for feed in times.values() for fit in feed)
+    assert [len(feed) for feed in times.values()] == [2, 2]
+
+
+def test_batch_feeding_without_data_is_a_clean_error(tmp_path):
+    assert_clean_error(run_cli("benchmarks.batch_feeding", "--data-dir", str(tmp_path)),
+                       "not found in")
+
+
 # --- Data loading and the command line -------------------------------------------------------
 
 @pytest.mark.slow
@@ -168,6 +187,7 @@ def test_data_loading_missing_data_is_a_clean_error(tmp_path):
     ("training_speed", ("--synthetic", "--eval-every-epoch", "--target", "--json")),
     ("data_loading", ("--data-dir", "--allow-md5-mismatch", "--repeats", "--json")),
     ("flops", ("--recipe", "--width", "--json")),
+    ("batch_feeding", ("--images", "--rounds", "--synthetic", "--json")),
 ])
 def test_help_as_module(script, options):
     result = run_cli(f"benchmarks.{script}", "--help")
