@@ -17,7 +17,6 @@ Usage:
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: python benchmarks/batch_feeding.py
@@ -70,6 +69,7 @@ def epoch_seconds(args):
 
     from network.model_utils import build_resnet9, model_images
     from network.training.batches import ShuffledBatches
+    from network.training.callbacks import EpochTimer
 
     images, labels = training_images(args)
     keras.utils.set_random_seed(1)
@@ -79,15 +79,13 @@ def epoch_seconds(args):
     model.fit(images[:BATCH_SIZE * 2], labels[:BATCH_SIZE * 2], batch_size=BATCH_SIZE,
               verbose=0)  # compiles the step: not timed
 
-    class EpochTimes(keras.callbacks.Callback):
+    class EpochTimes(EpochTimer):  # every epoch's seconds, not only the last
         def on_train_begin(self, logs=None):
             self.seconds = []
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
         def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(round(time.perf_counter() - self.started, 2))
+            super().on_epoch_end(epoch, logs)
+            self.seconds.append(round(self.last, 2))
 
     times = {feed: [] for feed in FEEDS}
     for round_ in range(args.rounds):

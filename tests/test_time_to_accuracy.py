@@ -62,9 +62,9 @@ def test_a_budget_of_lab_epochs_trains_the_cpu_recipe_and_writes_its_curve(
     assert result["settings"]["planned_epoch_s"] > 0 and result["settings"]["seed"] == 3
     # Trained until the clock said the budget was spent: the rate reached 0. How exactly
     # a budget is spent is test_budget.py's (a fake clock, 97-102 %); here, on a busy
-    # 2-core runner, a budget of 30 s is mostly compiling, so its share is not checked.
+    # 2-core runner, a budget of 30 s is mostly compiling, so no overrun is bounded.
     budget = result["budget"]
-    assert budget["seconds"] == 30.0 and budget["share_spent"] > 0.5
+    assert budget["seconds"] == 30.0 and budget["share_spent"] >= 0.9
     assert budget["final_learning_rate"] < 0.01 * budget["peak_learning_rate"]
     assert isinstance(result["machine"]["cpu_flags"], list)
     # no folder of this machine: the data by name, the removed temporary folder as such
@@ -153,6 +153,7 @@ def test_an_interrupted_run_resumes_with_its_curve_t_lab_and_clock(
     # (those of its kept epoch, saved a moment apart), and both trained to the budget's end.
     assert started_at[0] == 0.0 and started_at[1] > 0.5 * kept["rows"][0]["clock_s"] > 0
     assert result["budget"]["spent_s"] >= round(started_at[1], 1)
+    assert result["budget"]["share_spent"] >= 0.9
     assert result["budget"]["final_learning_rate"] < 0.01 * result["budget"]["peak_learning_rate"]
     assert result["process_s"] > kept["process_s"]
 
